@@ -1,0 +1,412 @@
+//! Arenas: 256 KiB, 256 KiB-aligned pieces of address space that pools are carved from.
+//!
+//! Layout of an arena: page 0 is the header ([`Arena`]), pages `1..64` are handed out as
+//! page runs, one run per pool. Because arenas are aligned to their size, the arena of any
+//! block is `block & ARENA_MASK`, and from the header the block's page leads to its pool in
+//! two loads (`page_pool`, then `pools`): no global table, no lock.
+//!
+//! Header fields and who guards them:
+//!
+//! | field                  | guard                                                  |
+//! |------------------------|--------------------------------------------------------|
+//! | `magic`                | written once when the arena is made                    |
+//! | `occupancy`            | atomic; written under the arena lock, read anywhere    |
+//! | `free_pages`, `list`, `prev`, `next` | the arena lock                            |
+//! | `page_pool[p]`         | written under the arena lock while page `p` is free; read by the owner of the pool on `p` |
+//! | `pools[s]`             | the central lock of the pool's class (see `pool.rs`)   |
+//!
+//! Invariants (under the arena lock): `occupancy == USABLE_PAGES - popcount(free_pages)`;
+//! bit 0 of `free_pages` is never set; an arena is in exactly the occupancy list
+//! `popcount(free_pages)` (a full arena, with no free page, is in none).
+//!
+//! **Occupancy ordering** (Evan Jones' fix to CPython's obmalloc): new pools are carved from
+//! the arena with the fewest free pages that has a fitting run. The most used arenas fill
+//! up; the least used drain, become empty, and go back to the OS. Empty arenas beyond a small
+//! retained reserve are unmapped at once.
+
+use crate::consts::{
+    ARENAS_PER_RESERVATION, ARENA_MASK, ARENA_SIZE, PAGES_PER_ARENA, PAGE_SHIFT, PAGE_SIZE,
+    USABLE_PAGES,
+};
+use crate::fatal::fatal;
+use crate::os;
+use crate::pool::Pool;
+use crate::size_class::SizeClass;
+use crate::sync::{AtomicU32, AtomicUsize, Mutex, Ordering};
+use core::cell::UnsafeCell;
+use core::ptr;
+
+/// Tells an arena header from anything else ("ebbarena").
+pub(crate) const ARENA_MAGIC: u64 = 0x6562_6261_7265_6e61;
+
+/// `list` of an arena that is in no occupancy list (full).
+const NOT_LISTED: u8 = u8::MAX;
+
+/// Empty arenas kept mapped for reuse; more are unmapped as soon as they empty.
+const RETAINED_EMPTY_ARENAS: usize = 4;
+
+/// The header page of an arena.
+#[repr(C)]
+pub(crate) struct Arena {
+    magic: u64,
+    /// Pages of this arena in pools (the header page not counted).
+    occupancy: AtomicU32,
+    list: u8,
+    /// Bit `p` set: page `p` is in no pool.
+    free_pages: u64,
+    /// For a page in a pool: the pool's first page.
+    page_pool: [u8; PAGES_PER_ARENA],
+    prev: *mut Arena,
+    next: *mut Arena,
+    /// Pool descriptors, indexed by the pool's first page.
+    pools: [Pool; PAGES_PER_ARENA],
+}
+
+const _: () = assert!(core::mem::size_of::<Arena>() <= PAGE_SIZE);
+
+/// The arenas with free pages, by number of free pages, and where new arenas come from.
+struct ArenaLists {
+    /// `by_free_pages[n]`: arenas with exactly `n` free pages (`n == USABLE_PAGES`: empty).
+    by_free_pages: [*mut Arena; PAGES_PER_ARENA],
+    /// Bit `n` set: `by_free_pages[n]` is not empty.
+    nonempty: u64,
+    /// Unused arenas of the last reservation.
+    reserve_next: *mut u8,
+    reserve_left: usize,
+}
+
+struct Arenas {
+    lock: Mutex,
+    lists: UnsafeCell<ArenaLists>,
+    /// Arenas mapped (reserved slots not yet used are not counted).
+    mapped: AtomicUsize,
+    /// Arenas in the empty list.
+    empty: AtomicUsize,
+}
+
+// SAFETY: `lists` is only touched with `lock` held.
+unsafe impl Sync for Arenas {}
+
+static ARENAS: Arenas = Arenas {
+    lock: Mutex::new(),
+    lists: UnsafeCell::new(ArenaLists {
+        by_free_pages: [ptr::null_mut(); PAGES_PER_ARENA],
+        nonempty: 0,
+        reserve_next: ptr::null_mut(),
+        reserve_left: 0,
+    }),
+    mapped: AtomicUsize::new(0),
+    empty: AtomicUsize::new(0),
+};
+
+/// The arena header of a block that lies in an arena.
+#[inline(always)]
+pub(crate) fn arena_of(block: *mut u8) -> *mut Arena {
+    (block as usize & ARENA_MASK) as *mut Arena
+}
+
+/// The pool that serves `block`, after checking that `block` lies in a page of an arena
+/// that is in a pool of `class` and starts a block of it. Aborts with `invalid free` if not.
+///
+/// # Safety
+/// The arena header of `block` is readable: `block` came from the class path of this
+/// allocator (the C ABI checks foreign pointers before calling this).
+pub(crate) unsafe fn pool_of(block: *mut u8, class: SizeClass) -> *mut Pool {
+    let arena = arena_of(block);
+    let page = (block as usize - arena as usize) >> PAGE_SHIFT;
+    // SAFETY: the caller guarantees the header is readable; `page < PAGES_PER_ARENA`.
+    unsafe {
+        if (*arena).magic != ARENA_MAGIC || page == 0 {
+            fatal("invalid free of", block as usize);
+        }
+        let start = (*arena).page_pool[page] as usize;
+        let pool = pool_at(arena, start);
+        let pool_start = arena as usize + start * PAGE_SIZE;
+        if start == 0
+            || (*pool).class as usize != class.index()
+            || !(*pool).is_carved_block(block as usize, pool_start)
+        {
+            fatal("invalid free of", block as usize);
+        }
+        pool
+    }
+}
+
+/// The descriptor of the pool starting at page `start` of `arena`.
+///
+/// # Safety
+/// `arena` is a live arena header and `start < PAGES_PER_ARENA`.
+unsafe fn pool_at(arena: *mut Arena, start: usize) -> *mut Pool {
+    // SAFETY: in bounds of the header's `pools` array by the caller's promise.
+    unsafe { ptr::addr_of_mut!((*arena).pools).cast::<Pool>().add(start) }
+}
+
+/// Carves a pool for `class` from the most occupied arena that has a fitting page run,
+/// mapping a new arena if none has. Returns null when the OS refuses memory.
+///
+/// # Safety
+/// The caller holds the central lock of `class` (the new descriptor is guarded by it).
+pub(crate) unsafe fn carve_pool(class: SizeClass) -> *mut Pool {
+    let info = class.info();
+    let pages = info.pool_pages as usize;
+    let align = info.pool_align_pages as usize;
+    let _guard = ARENAS.lock.lock();
+    // SAFETY: we hold the arena lock.
+    let lists = unsafe { &mut *ARENAS.lists.get() };
+    // Lists of arenas with at least `pages` free pages, fewest free pages first.
+    let mut candidates = lists.nonempty & !((1u64 << pages) - 1);
+    while candidates != 0 {
+        let count = candidates.trailing_zeros() as usize;
+        candidates &= candidates - 1;
+        let mut arena = lists.by_free_pages[count];
+        while !arena.is_null() {
+            // SAFETY: arenas in the lists are live headers, guarded by the lock we hold.
+            unsafe {
+                if let Some(start) = find_free_run((*arena).free_pages, pages, align) {
+                    return lists.take_pages(arena, start, class);
+                }
+                arena = (*arena).next;
+            }
+        }
+    }
+    let arena = lists.new_arena();
+    if arena.is_null() {
+        return ptr::null_mut();
+    }
+    let start = find_free_run(free_pages_of_new_arena(), pages, align);
+    match start {
+        // SAFETY: a new arena is a live header, not yet in any list.
+        Some(start) => unsafe { lists.take_pages(arena, start, class) },
+        None => fatal("size class pool does not fit an arena, class size", class.size()),
+    }
+}
+
+/// Gives the pages of an emptied pool back to its arena.
+///
+/// # Safety
+/// The caller holds the central lock of the pool's class, the pool has no block out and
+/// is in no fullness bin; the descriptor is dead after this call.
+pub(crate) unsafe fn release_pool(pool: *mut Pool) {
+    let arena = arena_of(pool as *mut u8);
+    let _guard = ARENAS.lock.lock();
+    // SAFETY: we hold the arena lock; the arena is live because the pool was.
+    unsafe {
+        let lists = &mut *ARENAS.lists.get();
+        let start = (*pool).start_page as usize;
+        let pages = (*pool).pages as usize;
+        lists.unlink(arena);
+        (*arena).free_pages |= run_mask(start, pages);
+        (*arena)
+            .occupancy
+            .fetch_sub(pages as u32, Ordering::Relaxed);
+        let free = (*arena).free_pages.count_ones() as usize;
+        if free == USABLE_PAGES && ARENAS.empty.load(Ordering::Relaxed) >= RETAINED_EMPTY_ARENAS {
+            ARENAS.mapped.fetch_sub(1, Ordering::Relaxed);
+            os::unmap(arena as *mut u8, ARENA_SIZE);
+        } else {
+            lists.link(arena);
+        }
+    }
+}
+
+/// Counts of arenas for the statistics: (mapped, empty).
+pub(crate) fn arena_counts() -> (usize, usize) {
+    (
+        ARENAS.mapped.load(Ordering::Relaxed),
+        ARENAS.empty.load(Ordering::Relaxed),
+    )
+}
+
+/// Fork support: take the arena lock before `fork`.
+pub(crate) fn lock_before_fork() {
+    ARENAS.lock.raw_lock();
+}
+
+/// Fork support: release the arena lock in the parent after `fork`.
+pub(crate) fn unlock_after_fork_in_parent() {
+    ARENAS.lock.raw_unlock();
+}
+
+/// Fork support: the child's only thread owns the lock; make it free.
+pub(crate) fn reset_after_fork_in_child() {
+    ARENAS.lock.reset_in_child();
+}
+
+impl ArenaLists {
+    /// Marks `pages` pages at `start` as a pool of `class` and sets the pool up.
+    ///
+    /// # Safety
+    /// The arena lock is held, `arena` is live and the run is free.
+    unsafe fn take_pages(&mut self, arena: *mut Arena, start: usize, class: SizeClass) -> *mut Pool {
+        let pages = class.info().pool_pages as usize;
+        // SAFETY: by the caller's promises; page indices are below PAGES_PER_ARENA.
+        unsafe {
+            self.unlink(arena);
+            (*arena).free_pages &= !run_mask(start, pages);
+            (*arena).occupancy.fetch_add(pages as u32, Ordering::Relaxed);
+            for page in start..start + pages {
+                (*arena).page_pool[page] = start as u8;
+            }
+            self.link(arena);
+            let pool = pool_at(arena, start);
+            let pool_start = (arena as *mut u8).add(start * PAGE_SIZE);
+            (*pool).init(class, pool_start, start as u8);
+            pool
+        }
+    }
+
+    /// Puts `arena` into the list of its free page count (none when full).
+    ///
+    /// # Safety
+    /// The arena lock is held and `arena` is live and in no list.
+    unsafe fn link(&mut self, arena: *mut Arena) {
+        // SAFETY: by the caller's promises.
+        unsafe {
+            let free = (*arena).free_pages.count_ones() as usize;
+            if free == 0 {
+                (*arena).list = NOT_LISTED;
+                return;
+            }
+            if free == USABLE_PAGES {
+                ARENAS.empty.fetch_add(1, Ordering::Relaxed);
+            }
+            let head = self.by_free_pages[free];
+            (*arena).prev = ptr::null_mut();
+            (*arena).next = head;
+            if !head.is_null() {
+                (*head).prev = arena;
+            }
+            self.by_free_pages[free] = arena;
+            self.nonempty |= 1 << free;
+            (*arena).list = free as u8;
+        }
+    }
+
+    /// Takes `arena` out of its list, if it is in one.
+    ///
+    /// # Safety
+    /// The arena lock is held and `arena` is live.
+    unsafe fn unlink(&mut self, arena: *mut Arena) {
+        // SAFETY: by the caller's promises; list neighbours are live arenas.
+        unsafe {
+            let list = (*arena).list;
+            if list == NOT_LISTED {
+                return;
+            }
+            let list = list as usize;
+            if list == USABLE_PAGES {
+                ARENAS.empty.fetch_sub(1, Ordering::Relaxed);
+            }
+            let (prev, next) = ((*arena).prev, (*arena).next);
+            if prev.is_null() {
+                self.by_free_pages[list] = next;
+                if next.is_null() {
+                    self.nonempty &= !(1 << list);
+                }
+            } else {
+                (*prev).next = next;
+            }
+            if !next.is_null() {
+                (*next).prev = prev;
+            }
+            (*arena).list = NOT_LISTED;
+        }
+    }
+
+    /// A new empty arena, in no list, from the current reservation or a new one.
+    fn new_arena(&mut self) -> *mut Arena {
+        if self.reserve_left == 0 {
+            let size = ARENAS_PER_RESERVATION * ARENA_SIZE;
+            let start = os::reserve_aligned(size, ARENA_SIZE);
+            if start.is_null() {
+                return ptr::null_mut();
+            }
+            self.reserve_next = start;
+            self.reserve_left = ARENAS_PER_RESERVATION;
+        }
+        let arena = self.reserve_next as *mut Arena;
+        self.reserve_next = self.reserve_next.wrapping_add(ARENA_SIZE);
+        self.reserve_left -= 1;
+        ARENAS.mapped.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the header page is fresh zeroed memory of ours; zero is a valid initial
+        // state for every other field (null links, empty pools).
+        unsafe {
+            (*arena).magic = ARENA_MAGIC;
+            (*arena).free_pages = free_pages_of_new_arena();
+            (*arena).list = NOT_LISTED;
+        }
+        arena
+    }
+}
+
+/// Every page free but the header.
+const fn free_pages_of_new_arena() -> u64 {
+    !1
+}
+
+/// Bits `start..start + pages`.
+fn run_mask(start: usize, pages: usize) -> u64 {
+    let ones = if pages >= 64 { !0 } else { (1u64 << pages) - 1 };
+    ones << start
+}
+
+/// The first start page (a multiple of `align`, never the header) of `pages` free pages.
+fn find_free_run(free_pages: u64, pages: usize, align: usize) -> Option<usize> {
+    let mut start = align;
+    if align == 1 {
+        start = 1;
+    }
+    while start + pages <= PAGES_PER_ARENA {
+        let mask = run_mask(start, pages);
+        if free_pages & mask == mask {
+            return Some(start);
+        }
+        start += align;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_runs_respect_alignment_and_the_header() {
+        let all = free_pages_of_new_arena();
+        assert_eq!(find_free_run(all, 1, 1), Some(1));
+        assert_eq!(find_free_run(all, 63, 1), Some(1));
+        assert_eq!(find_free_run(all, 32, 32), Some(32));
+        assert_eq!(find_free_run(all, 16, 16), Some(16));
+        assert_eq!(find_free_run(all & !run_mask(16, 16), 16, 16), Some(32));
+        assert_eq!(find_free_run(all & !run_mask(32, 1), 32, 32), None);
+        // 4 pages free at 10..14, the rest taken.
+        assert_eq!(find_free_run(run_mask(10, 4), 4, 1), Some(10));
+        assert_eq!(find_free_run(run_mask(10, 4), 5, 1), None);
+        assert_eq!(find_free_run(run_mask(10, 4), 2, 2), Some(10));
+        assert_eq!(find_free_run(run_mask(9, 4), 4, 2), None);
+    }
+
+    #[test]
+    fn carving_prefers_the_most_occupied_arena_and_releasing_keeps_counts() {
+        // Drive the lists directly through the public functions on a class that no other
+        // unit test uses, under its central lock as the contract asks.
+        let class = SizeClass::from_index(crate::size_class::NUM_CLASSES - 2).unwrap();
+        let _central = crate::central::lock_class_for_test(class);
+        // SAFETY: we hold the class's central lock; pools are released before return.
+        unsafe {
+            let a = carve_pool(class);
+            let b = carve_pool(class);
+            assert!(!a.is_null() && !b.is_null() && a != b);
+            let arena_a = arena_of(a as *mut u8);
+            let used = (*arena_a).occupancy.load(Ordering::Relaxed) as usize;
+            let free = (*arena_a).free_pages.count_ones() as usize;
+            assert_eq!(used + free, USABLE_PAGES);
+            // With room left in a's arena, b comes from the same (most used) arena.
+            if free >= class.info().pool_pages as usize + 1 {
+                assert_eq!(arena_of(b as *mut u8), arena_a);
+            }
+            release_pool(b);
+            release_pool(a);
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Central lists: per size class, where thread caches refill and flush, behind one lock.
+//!
+//! Each class has
+//!
+//! - a **transfer cache**: up to [`TRANSFER_SLOTS`] whole batches. A flush from one thread
+//!   parks its batch here and a refill of another thread takes it back as it is: the
+//!   producer/consumer hand-off is O(1) under a lock held for a few instructions, with no
+//!   walk over the blocks;
+//! - the class's **partial pools** in [`FULLNESS_BINS`] bins by how many of their blocks
+//!   are out. Refills take from the fullest bin first, so that nearly empty pools drain,
+//!   empty, and give their pages back to the arena.
+//!
+//! Only when the transfer cache is full does a flush return blocks one by one to their
+//! pools (finding each pool from its arena header). A pool with no room is in no bin; a
+//! pool whose last block comes back is released to its arena at once.
+//!
+//! Conservation, per class, at any moment with the lock held:
+//! `blocks in thread caches + blocks in transfer slots + blocks live in the program
+//!  == sum over the class's pools of used`.
+
+use crate::arena;
+use crate::block::{Batch, Block};
+use crate::pool::{Pool, NOT_LISTED};
+use crate::size_class::{SizeClass, NUM_CLASSES};
+use crate::sync::Mutex;
+#[cfg(test)]
+use crate::sync::MutexGuard;
+use core::cell::UnsafeCell;
+use core::ptr;
+
+/// Whole batches a class's transfer cache holds.
+pub(crate) const TRANSFER_SLOTS: usize = 32;
+/// Fullness bins of partial pools: bin `b` holds pools with `used / blocks` in
+/// `[b / FULLNESS_BINS, (b + 1) / FULLNESS_BINS)`.
+pub(crate) const FULLNESS_BINS: usize = 4;
+
+struct CentralLists {
+    transfer: [Batch; TRANSFER_SLOTS],
+    transfer_len: usize,
+    bins: [*mut Pool; FULLNESS_BINS],
+}
+
+/// The central state of one size class.
+struct Central {
+    lock: Mutex,
+    lists: UnsafeCell<CentralLists>,
+}
+
+// SAFETY: `lists` (and the pool descriptors of the class) are only touched with `lock` held.
+unsafe impl Sync for Central {}
+
+#[allow(clippy::declare_interior_mutable_const)] // used once, to fill the array below
+const NEW_CENTRAL: Central = Central {
+    lock: Mutex::new(),
+    lists: UnsafeCell::new(CentralLists {
+        transfer: [Batch::EMPTY; TRANSFER_SLOTS],
+        transfer_len: 0,
+        bins: [ptr::null_mut(); FULLNESS_BINS],
+    }),
+};
+
+static CENTRAL: [Central; NUM_CLASSES] = [NEW_CENTRAL; NUM_CLASSES];
+
+#[inline]
+fn central(class: SizeClass) -> &'static Central {
+    // SAFETY: a `SizeClass` index is below NUM_CLASSES.
+    unsafe { CENTRAL.get_unchecked(class.index()) }
+}
+
+/// Up to `want` free blocks of `class` (at least one unless the OS is out of memory): a
+/// parked batch if there is one (whatever its length), else blocks from the fullest pools,
+/// carving a new pool when none has room.
+pub(crate) fn refill(class: SizeClass, want: u32) -> Batch {
+    let central = central(class);
+    let _guard = central.lock.lock();
+    // SAFETY: we hold the class lock.
+    let lists = unsafe { &mut *central.lists.get() };
+    if lists.transfer_len > 0 {
+        lists.transfer_len -= 1;
+        return lists.transfer[lists.transfer_len];
+    }
+    let mut out = Batch::EMPTY;
+    while out.count < want {
+        // SAFETY: we hold the class lock, which guards its pools.
+        unsafe {
+            let pool = match lists.fullest_pool() {
+                Some(pool) => pool,
+                None => {
+                    let pool = arena::carve_pool(class);
+                    if pool.is_null() {
+                        break;
+                    }
+                    pool
+                }
+            };
+            (*pool).take(want - out.count, &mut out);
+            lists.file(pool);
+        }
+    }
+    out
+}
+
+/// Hands a batch of free blocks of `class` back: parked whole in the transfer cache while
+/// it has room, otherwise returned block by block to the pools.
+///
+/// # Safety
+/// Every block of `batch` is a block of `class` that is out of its pool and unused.
+pub(crate) unsafe fn flush(class: SizeClass, batch: Batch) {
+    if batch.count == 0 {
+        return;
+    }
+    let central = central(class);
+    let _guard = central.lock.lock();
+    // SAFETY: we hold the class lock.
+    let lists = unsafe { &mut *central.lists.get() };
+    if lists.transfer_len < TRANSFER_SLOTS {
+        lists.transfer[lists.transfer_len] = batch;
+        lists.transfer_len += 1;
+        return;
+    }
+    // SAFETY: we hold the class lock; the caller vouches for the blocks.
+    unsafe { lists.return_to_pools(class, batch) };
+}
+
+/// Takes the class lock of `class` for a unit test that calls arena functions whose
+/// contract asks for it.
+#[cfg(test)]
+pub(crate) fn lock_class_for_test(class: SizeClass) -> MutexGuard<'static> {
+    central(class).lock.lock()
+}
+
+/// Fork support: take every class lock, in class order, before `fork`.
+pub(crate) fn lock_before_fork() {
+    for central in CENTRAL.iter() {
+        central.lock.raw_lock();
+    }
+}
+
+/// Fork support: release the class locks in the parent after `fork`.
+pub(crate) fn unlock_after_fork_in_parent() {
+    for central in CENTRAL.iter().rev() {
+        central.lock.raw_unlock();
+    }
+}
+
+/// Fork support: the child's only thread owns the locks; make them free.
+pub(crate) fn reset_after_fork_in_child() {
+    for central in CENTRAL.iter() {
+        central.lock.reset_in_child();
+    }
+}
+
+impl CentralLists {
+    /// Returns every block of `batch` to its pool, releasing pools that empty.
+    ///
+    /// # Safety
+    /// The class lock is held and the blocks are out blocks of `class`.
+    unsafe fn return_to_pools(&mut self, class: SizeClass, mut batch: Batch) {
+        loop {
+            // SAFETY: the batch is a valid list (caller).
+            let block = unsafe { batch.pop() };
+            if block.is_null() {
+                break;
+            }
+            // SAFETY: the class lock guards the pool; `pool_of` checks the block is one of
+            // this class's carved blocks and aborts otherwise.
+            unsafe {
+                let pool = arena::pool_of(block as *mut u8, class);
+                let was_exhausted = !(*pool).has_room();
+                (*pool).put(block as *mut Block);
+                if (*pool).used == 0 {
+                    self.unfile(pool);
+                    arena::release_pool(pool);
+                } else if was_exhausted || bin_for(pool) != (*pool).bin {
+                    self.unfile(pool);
+                    self.file(pool);
+                }
+            }
+        }
+    }
+
+    /// The pool with room whose bin is fullest, taken out of its bin.
+    ///
+    /// # Safety
+    /// The class lock is held.
+    unsafe fn fullest_pool(&mut self) -> Option<*mut Pool> {
+        for bin in (0..FULLNESS_BINS).rev() {
+            let pool = self.bins[bin];
+            if !pool.is_null() {
+                // SAFETY: pools in the bins are live and guarded by the lock we hold.
+                unsafe { self.unfile(pool) };
+                return Some(pool);
+            }
+        }
+        None
+    }
+
+    /// Puts `pool` into the bin of its fullness, or in none when it has no room.
+    ///
+    /// # Safety
+    /// The class lock is held and `pool` is live and in no bin.
+    unsafe fn file(&mut self, pool: *mut Pool) {
+        // SAFETY: by the caller's promises.
+        unsafe {
+            if !(*pool).has_room() {
+                return;
+            }
+            let bin = bin_for(pool) as usize;
+            let head = self.bins[bin];
+            (*pool).prev = ptr::null_mut();
+            (*pool).next = head;
+            if !head.is_null() {
+                (*head).prev = pool;
+            }
+            self.bins[bin] = pool;
+            (*pool).bin = bin as u8;
+        }
+    }
+
+    /// Takes `pool` out of its bin, if it is in one.
+    ///
+    /// # Safety
+    /// The class lock is held and `pool` is live.
+    unsafe fn unfile(&mut self, pool: *mut Pool) {
+        // SAFETY: by the caller's promises; bin neighbours are live pools of the class.
+        unsafe {
+            let bin = (*pool).bin;
+            if bin == NOT_LISTED {
+                return;
+            }
+            let (prev, next) = ((*pool).prev, (*pool).next);
+            if prev.is_null() {
+                self.bins[bin as usize] = next;
+            } else {
+                (*prev).next = next;
+            }
+            if !next.is_null() {
+                (*next).prev = prev;
+            }
+            (*pool).bin = NOT_LISTED;
+        }
+    }
+}
+
+/// The fullness bin `pool` belongs in by its count of blocks out.
+///
+/// # Safety
+/// `pool` is live and its class lock is held.
+unsafe fn bin_for(pool: *mut Pool) -> u8 {
+    // SAFETY: by the caller's promises.
+    let (used, blocks) = unsafe { ((*pool).used as usize, (*pool).class().info().blocks_per_pool) };
+    (used * FULLNESS_BINS / blocks as usize).min(FULLNESS_BINS - 1) as u8
+}

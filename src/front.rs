@@ -1,0 +1,82 @@
+//! The front: from a request (size, alignment) to the layer that serves it.
+//!
+//! A request that a size class can serve goes to this thread's cache; anything larger or
+//! more strictly aligned gets a mapping of its own (`large.rs`). Rust's `dealloc` and
+//! `realloc` pass the layout, so the class of a block is recomputed from it rather than
+//! looked up: `SizeClass::for_layout` is a pure function of the layout.
+
+use crate::large;
+use crate::size_class::SizeClass;
+use crate::thread_cache;
+use core::ptr;
+
+/// A block of at least `size` bytes aligned to `align` (a power of two), or null.
+#[inline(always)]
+pub(crate) fn alloc(size: usize, align: usize) -> *mut u8 {
+    match SizeClass::for_layout(size, align) {
+        Some(class) => thread_cache::alloc(class),
+        None => large::alloc(size, align, false),
+    }
+}
+
+/// Like [`alloc`], with the first `size` bytes zeroed. Memory fresh from the OS is not
+/// written again.
+#[inline]
+pub(crate) fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
+    match SizeClass::for_layout(size, align) {
+        Some(class) => {
+            let block = thread_cache::alloc(class);
+            if !block.is_null() {
+                // SAFETY: the block holds at least `size` bytes.
+                unsafe { ptr::write_bytes(block, 0, size) };
+            }
+            block
+        }
+        None => large::alloc(size, align, true),
+    }
+}
+
+/// Frees a block.
+///
+/// # Safety
+/// `block` came from this allocator with this `size` and `align` and is not used again.
+#[inline(always)]
+pub(crate) unsafe fn dealloc(block: *mut u8, size: usize, align: usize) {
+    match SizeClass::for_layout(size, align) {
+        // SAFETY: the caller's promise, and the class is the one the block came from.
+        Some(class) => unsafe { thread_cache::free(block, class) },
+        // SAFETY: the caller's promise.
+        None => unsafe { large::free(block) },
+    }
+}
+
+/// Resizes a block, in place when the new size has the same class or both sizes are
+/// large; otherwise moves it, keeping `min(old_size, new_size)` bytes. Null (the block
+/// untouched) when memory is exhausted.
+///
+/// # Safety
+/// `block` is live, from this allocator with `old_size` and `align`.
+pub(crate) unsafe fn realloc(
+    block: *mut u8,
+    old_size: usize,
+    align: usize,
+    new_size: usize,
+) -> *mut u8 {
+    let old_class = SizeClass::for_layout(old_size, align);
+    let new_class = SizeClass::for_layout(new_size, align);
+    match (old_class, new_class) {
+        (Some(old), Some(new)) if old == new => return block,
+        // SAFETY: the caller's promise.
+        (None, None) => return unsafe { large::realloc(block, new_size) },
+        _ => {}
+    }
+    let moved = alloc(new_size, align);
+    if !moved.is_null() {
+        // SAFETY: both blocks hold at least the bytes copied, and are distinct.
+        unsafe {
+            ptr::copy_nonoverlapping(block, moved, old_size.min(new_size));
+            dealloc(block, old_size, align);
+        }
+    }
+    moved
+}

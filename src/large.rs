@@ -1,0 +1,330 @@
+//! Large allocations: requests above the largest size class (or aligned beyond it) each get
+//! a mapping of their own.
+//!
+//! Layout of a large mapping, with `offset = max(PAGE_SIZE, align)`:
+//!
+//! ```text
+//! base (aligned to max(ARENA_SIZE, align))
+//! | ... header page at (ptr - 1) & ARENA_MASK ... | ptr = base + offset ... | ... map_len
+//! ```
+//!
+//! The header sits in the arena-sized slot just below the user pointer, so the same rule
+//! as for arenas, `(ptr - 1) & ARENA_MASK`, finds it (a small block is never at the start of
+//! its arena, so for it the rule gives its arena). Its magic tells the two apart.
+//!
+//! Mapping lengths are rounded up to four steps per power of two. Untouched pages cost
+//! only address space, and the rounding makes a cached mapping fit the next request of a
+//! similar size and lets `realloc` stay in place within a step. `realloc` otherwise grows
+//! or shrinks the mapping with `mremap`, moving it (without copying) to a new aligned place
+//! when it cannot grow where it is.
+//!
+//! The **mapping cache** keeps up to [`CACHE_ENTRIES`] recently freed page-aligned mappings
+//! (each at most [`CACHE_MAX_MAP_BYTES`]) so that a loop allocating and freeing 1 MiB
+//! buffers does not make two system calls per round; the oldest entry is unmapped when a
+//! new one comes in.
+
+use crate::consts::{ARENA_MASK, ARENA_SIZE, PAGE_SIZE};
+use crate::fatal::fatal;
+use crate::os;
+use crate::sync::{AtomicUsize, Mutex, Ordering};
+use core::cell::UnsafeCell;
+use core::ptr;
+
+/// Tells a large-mapping header from an arena header ("ebblarge").
+pub(crate) const LARGE_MAGIC: u64 = 0x6562_626c_6172_6765;
+
+/// Freed mappings kept for reuse.
+const CACHE_ENTRIES: usize = 8;
+/// Mappings above this size are unmapped at once when freed.
+const CACHE_MAX_MAP_BYTES: usize = 16 << 20;
+
+#[repr(C)]
+struct LargeHeader {
+    magic: u64,
+    base: *mut u8,
+    map_len: usize,
+}
+
+#[derive(Clone, Copy)]
+struct CachedMapping {
+    base: *mut u8,
+    map_len: usize,
+}
+
+struct MappingCache {
+    lock: Mutex,
+    /// Oldest first.
+    entries: UnsafeCell<[CachedMapping; CACHE_ENTRIES]>,
+    len: UnsafeCell<usize>,
+}
+
+// SAFETY: `entries` and `len` are only touched with `lock` held.
+unsafe impl Sync for MappingCache {}
+
+static CACHE: MappingCache = MappingCache {
+    lock: Mutex::new(),
+    entries: UnsafeCell::new(
+        [CachedMapping {
+            base: ptr::null_mut(),
+            map_len: 0,
+        }; CACHE_ENTRIES],
+    ),
+    len: UnsafeCell::new(0),
+};
+
+/// Bytes in live large mappings (for the statistics).
+static MAPPED_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// A large block of `size` bytes aligned to `align`, zero-filled if `zeroed`; null when the
+/// OS refuses.
+pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
+    let offset = align.max(PAGE_SIZE);
+    let Some(map_len) = offset.checked_add(size).and_then(round_map_len) else {
+        return ptr::null_mut();
+    };
+    if offset == PAGE_SIZE {
+        let base = take_cached(map_len);
+        if !base.is_null() {
+            // SAFETY: a cached mapping is ours, `map_len` long, unused.
+            let ptr = unsafe { set_up(base, offset, map_len) };
+            if zeroed {
+                // SAFETY: `size` bytes from `ptr` lie inside the mapping.
+                unsafe { ptr::write_bytes(ptr, 0, size) };
+            }
+            return ptr;
+        }
+    }
+    let base = os::reserve_aligned(map_len, base_align(offset));
+    if base.is_null() {
+        return base;
+    }
+    MAPPED_BYTES.fetch_add(map_len, Ordering::Relaxed);
+    // SAFETY: a fresh mapping of ours, `map_len` long; fresh pages are already zero.
+    unsafe { set_up(base, offset, map_len) }
+}
+
+/// Frees a large block.
+///
+/// # Safety
+/// `ptr` was returned by [`alloc`] or [`realloc`] and is not used again.
+pub(crate) unsafe fn free(ptr: *mut u8) {
+    // SAFETY: by the caller's promise the header is ours.
+    let (base, map_len, offset) = unsafe {
+        let header = header_of(ptr);
+        ((*header).base, (*header).map_len, ptr as usize - (*header).base as usize)
+    };
+    if offset == PAGE_SIZE && map_len <= CACHE_MAX_MAP_BYTES {
+        put_cached(base, map_len);
+    } else {
+        MAPPED_BYTES.fetch_sub(map_len, Ordering::Relaxed);
+        // SAFETY: the mapping is ours and its block is dead.
+        unsafe { os::unmap(base, map_len) };
+    }
+}
+
+/// Resizes a large block to `new_size` (still above the classes), in place when the
+/// mapping can shrink or grow where it is, else by moving the mapping. Returns the block's
+/// address, or null (the block is then untouched) when the OS refuses.
+///
+/// # Safety
+/// `ptr` is a live large block of ours.
+pub(crate) unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
+    // SAFETY: by the caller's promise the header is ours.
+    unsafe {
+        let header = header_of(ptr);
+        let base = (*header).base;
+        let old_len = (*header).map_len;
+        let offset = ptr as usize - base as usize;
+        let Some(new_len) = offset.checked_add(new_size).and_then(round_map_len) else {
+            return ptr::null_mut();
+        };
+        if new_len == old_len {
+            return ptr;
+        }
+        if os::resize_in_place(base, old_len, new_len) {
+            (*header).map_len = new_len;
+            account_resize(old_len, new_len);
+            return ptr;
+        }
+        let new_base = os::move_aligned(base, old_len, new_len, base_align(offset));
+        if new_base.is_null() {
+            return new_base;
+        }
+        let new_ptr = new_base.add(offset);
+        let header = header_of(new_ptr);
+        (*header).base = new_base;
+        (*header).map_len = new_len;
+        account_resize(old_len, new_len);
+        new_ptr
+    }
+}
+
+/// Bytes usable from `ptr` to the end of its mapping.
+///
+/// # Safety
+/// `ptr` is a live large block of ours.
+pub(crate) unsafe fn usable_size(ptr: *mut u8) -> usize {
+    // SAFETY: by the caller's promise the header is ours.
+    unsafe {
+        let header = header_of(ptr);
+        (*header).base as usize + (*header).map_len - ptr as usize
+    }
+}
+
+/// Bytes in live large mappings and in the mapping cache.
+pub(crate) fn mapped_bytes() -> usize {
+    MAPPED_BYTES.load(Ordering::Relaxed)
+}
+
+/// Fork support: take the mapping-cache lock before `fork`.
+pub(crate) fn lock_before_fork() {
+    CACHE.lock.raw_lock();
+}
+
+/// Fork support: release the mapping-cache lock in the parent.
+pub(crate) fn unlock_after_fork_in_parent() {
+    CACHE.lock.raw_unlock();
+}
+
+/// Fork support: free the mapping-cache lock in the child.
+pub(crate) fn reset_after_fork_in_child() {
+    CACHE.lock.reset_in_child();
+}
+
+fn account_resize(old_len: usize, new_len: usize) {
+    if new_len > old_len {
+        MAPPED_BYTES.fetch_add(new_len - old_len, Ordering::Relaxed);
+    } else {
+        MAPPED_BYTES.fetch_sub(old_len - new_len, Ordering::Relaxed);
+    }
+}
+
+/// Alignment of a mapping's base for a block at `offset` (a power of two >= a page).
+fn base_align(offset: usize) -> usize {
+    offset.max(ARENA_SIZE)
+}
+
+/// Writes the header of a mapping at `base` and returns its block.
+///
+/// # Safety
+/// `[base, base + map_len)` is a mapping of ours with `offset < map_len`.
+unsafe fn set_up(base: *mut u8, offset: usize, map_len: usize) -> *mut u8 {
+    // SAFETY: block and header lie inside the mapping.
+    unsafe {
+        let ptr = base.add(offset);
+        let header = header_address(ptr);
+        (*header).magic = LARGE_MAGIC;
+        (*header).base = base;
+        (*header).map_len = map_len;
+        ptr
+    }
+}
+
+/// The header of a large block, after checking its magic.
+///
+/// # Safety
+/// The arena-sized slot below `ptr` is readable memory.
+unsafe fn header_of(ptr: *mut u8) -> *mut LargeHeader {
+    let header = header_address(ptr);
+    // SAFETY: readable by the caller's promise.
+    if unsafe { (*header).magic } != LARGE_MAGIC {
+        fatal("invalid free of", ptr as usize);
+    }
+    header
+}
+
+/// Where the header of a large block at `ptr` is.
+fn header_address(ptr: *mut u8) -> *mut LargeHeader {
+    ((ptr as usize - 1) & ARENA_MASK) as *mut LargeHeader
+}
+
+/// `len` rounded up to a page, then to a quarter of its power of two; None on overflow.
+fn round_map_len(len: usize) -> Option<usize> {
+    let pages = len.checked_add(PAGE_SIZE - 1)? & !(PAGE_SIZE - 1);
+    if pages <= 4 * PAGE_SIZE {
+        return Some(pages);
+    }
+    let step = 1usize << (usize::BITS - 1 - (pages - 1).leading_zeros() - 2);
+    pages.checked_add(step - 1).map(|n| n & !(step - 1))
+}
+
+fn take_cached(map_len: usize) -> *mut u8 {
+    let _guard = CACHE.lock.lock();
+    // SAFETY: we hold the cache lock.
+    unsafe {
+        let entries = &mut *CACHE.entries.get();
+        let len = &mut *CACHE.len.get();
+        for i in (0..*len).rev() {
+            if entries[i].map_len == map_len {
+                let base = entries[i].base;
+                entries.copy_within(i + 1..*len, i);
+                *len -= 1;
+                return base;
+            }
+        }
+    }
+    ptr::null_mut()
+}
+
+fn put_cached(base: *mut u8, map_len: usize) {
+    let evicted = {
+        let _guard = CACHE.lock.lock();
+        // SAFETY: we hold the cache lock.
+        unsafe {
+            let entries = &mut *CACHE.entries.get();
+            let len = &mut *CACHE.len.get();
+            let mut evicted = None;
+            if *len == CACHE_ENTRIES {
+                evicted = Some(entries[0]);
+                entries.copy_within(1.., 0);
+                *len -= 1;
+            }
+            entries[*len] = CachedMapping { base, map_len };
+            *len += 1;
+            evicted
+        }
+    };
+    if let Some(old) = evicted {
+        MAPPED_BYTES.fetch_sub(old.map_len, Ordering::Relaxed);
+        // SAFETY: a cached mapping is ours and unused; it left the cache above.
+        unsafe { os::unmap(old.base, old.map_len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_lengths_round_to_quarter_steps() {
+        assert_eq!(round_map_len(1), Some(PAGE_SIZE));
+        assert_eq!(round_map_len(4 * PAGE_SIZE), Some(4 * PAGE_SIZE));
+        assert_eq!(round_map_len((1 << 20) + 1), Some((1 << 20) + (1 << 18)));
+        assert_eq!(round_map_len(1 << 20), Some(1 << 20));
+        assert_eq!(round_map_len(usize::MAX - 10), None);
+        for len in (1..(64 << 20)).step_by(4093) {
+            let rounded = round_map_len(len).unwrap();
+            assert!(rounded >= len && rounded % PAGE_SIZE == 0);
+            assert!(rounded - len < rounded / 4 + PAGE_SIZE, "{len} -> {rounded}");
+        }
+    }
+
+    #[test]
+    fn blocks_are_aligned_and_headers_found() {
+        for align in [1, 8, PAGE_SIZE, 1 << 16, ARENA_SIZE, 1 << 20, 4 << 20] {
+            let p = alloc(300 << 10, align, true);
+            assert!(!p.is_null());
+            assert_eq!(p as usize % align, 0);
+            // SAFETY: a live large block of 300 KiB.
+            unsafe {
+                assert!(usable_size(p) >= 300 << 10);
+                assert!(core::slice::from_raw_parts(p, 300 << 10).iter().all(|&b| b == 0));
+                p.write_bytes(0x5a, 300 << 10);
+                let q = realloc(p, 3 << 20);
+                assert_eq!(q as usize % align, 0);
+                assert!(core::slice::from_raw_parts(q, 300 << 10).iter().all(|&b| b == 0x5a));
+                free(q);
+            }
+        }
+    }
+}

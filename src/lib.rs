@@ -1,0 +1,94 @@
+//! ebbmalloc: a thread-caching memory allocator whose footprint shrinks back when the
+//! program frees memory.
+//!
+//! ```
+//! #[global_allocator]
+//! static GLOBAL: ebbmalloc::EbbMalloc = ebbmalloc::EbbMalloc;
+//!
+//! let v: Vec<u64> = (0..1000).collect();
+//! assert_eq!(v.iter().sum::<u64>(), 999 * 1000 / 2);
+//! ```
+//!
+//! # Glossary
+//!
+//! - **OS page**: 4 KiB, the unit in which memory is mapped, released and accounted.
+//! - **arena**: 256 KiB of address space aligned to 256 KiB; page 0 is its header, the other
+//!   63 pages are carved into pools. `block & ARENA_MASK` is the arena of any small block.
+//! - **size class**: one of 49 block sizes from 8 B to 128 KiB (`size_class.rs`).
+//! - **pool**: a run of whole pages in one arena that serves blocks of one size class.
+//! - **block**: what `alloc` returns; a free block's first word links it into a list.
+//! - **batch**: a list of free blocks of one class moved between a thread cache and the
+//!   central list as one unit.
+//! - **thread cache**: per thread and class, a LIFO of free blocks: the fast path.
+//! - **central list**: per class, a transfer cache of batches and the class's partial pools.
+//! - **large block**: above 128 KiB (or aligned beyond it): a mapping of its own.
+//!
+//! # Layers (each calls only the ones below it)
+//!
+//! ```text
+//! lib.rs / front.rs   GlobalAlloc; size -> class; small -> thread cache, large -> large
+//! thread_cache.rs     per thread, per class LIFO; batches in and out
+//! central.rs          per class: transfer cache of batches, pools binned by fullness
+//! pool.rs, block.rs   a pool's blocks; intrusive lists and batches
+//! arena.rs            256 KiB arenas, page runs, occupancy-ordered lists
+//! large.rs            mappings of their own, mapping cache, mremap
+//! os.rs               mmap / munmap / madvise / mremap
+//! lifecycle.rs        process set-up, thread exit, fork
+//! sync.rs, consts.rs, fatal.rs   atomics and locks, shared numbers, abort on misuse
+//! ```
+//!
+//! # Rules of the house
+//!
+//! Nothing in this crate allocates through the global allocator, panics inside an
+//! allocation function, or formats into a `String`: it *is* the global allocator. Misuse
+//! that is detected (a pointer that is not a block of ours) ends the process with a
+//! message on stderr.
+
+#![warn(missing_docs)]
+
+mod arena;
+mod block;
+mod central;
+mod consts;
+mod fatal;
+mod front;
+mod large;
+mod lifecycle;
+mod os;
+mod pool;
+mod size_class;
+mod sync;
+mod thread_cache;
+
+use core::alloc::{GlobalAlloc, Layout};
+
+/// The ebbmalloc allocator. It has no state of its own: every value is the same process-wide
+/// allocator, so it can be the `#[global_allocator]` or be called directly.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EbbMalloc;
+
+// SAFETY: blocks are at least `layout.size()` bytes, aligned to `layout.align()`, and stay
+// valid until freed; the allocator never unwinds.
+unsafe impl GlobalAlloc for EbbMalloc {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        front::alloc(layout.size(), layout.align())
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's `GlobalAlloc` contract.
+        unsafe { front::dealloc(ptr, layout.size(), layout.align()) }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        front::alloc_zeroed(layout.size(), layout.align())
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller's `GlobalAlloc` contract.
+        unsafe { front::realloc(ptr, layout.size(), layout.align(), new_size) }
+    }
+}

@@ -1,0 +1,124 @@
+//! Pools: a run of whole pages inside one arena that serves blocks of one size class.
+//!
+//! A pool's blocks are in one of three places:
+//!
+//! - *out*: handed to a thread cache, a transfer batch or the program (`used` counts them);
+//! - on the pool's own free list (`free`), returned by a central flush;
+//! - *uncarved*: never handed out yet, from `bump` to `end`; carving them lazily keeps a
+//!   fresh pool's untouched pages out of the process's resident set.
+//!
+//! Invariant: `used + |free| + (end - bump) / size == blocks_per_pool` of the class.
+//! When `used` drops to 0 the pool gives its pages back to its arena.
+//!
+//! The descriptor lives in the arena header (`Arena::pools[start_page]`) and is guarded
+//! by the central lock of its class; `prev`/`next`/`bin` link it into that class's
+//! fullness bins (see `central.rs`).
+
+use crate::block::{Batch, Block};
+use crate::size_class::SizeClass;
+use core::ptr;
+
+/// `bin` of a pool that is in no fullness bin (exhausted, or being worked on).
+pub(crate) const NOT_LISTED: u8 = u8::MAX;
+
+/// A pool descriptor.
+#[repr(C)]
+pub(crate) struct Pool {
+    /// Blocks returned to this pool.
+    pub(crate) free: *mut Block,
+    /// Next uncarved block.
+    pub(crate) bump: *mut u8,
+    /// End of the last whole block.
+    pub(crate) end: *mut u8,
+    /// Neighbours in the class's fullness bin.
+    pub(crate) prev: *mut Pool,
+    pub(crate) next: *mut Pool,
+    /// Blocks out of the pool.
+    pub(crate) used: u32,
+    /// Size class index.
+    pub(crate) class: u8,
+    /// Fullness bin, or [`NOT_LISTED`].
+    pub(crate) bin: u8,
+    /// Index of the pool's first page in its arena.
+    pub(crate) start_page: u8,
+    /// Number of pages.
+    pub(crate) pages: u8,
+}
+
+impl Pool {
+    /// Sets up a fresh pool over `pages` pages at `start`.
+    pub(crate) fn init(&mut self, class: SizeClass, start: *mut u8, start_page: u8) {
+        let info = class.info();
+        self.free = ptr::null_mut();
+        self.bump = start;
+        self.end = start.wrapping_add(info.blocks_per_pool as usize * info.size as usize);
+        self.prev = ptr::null_mut();
+        self.next = ptr::null_mut();
+        self.used = 0;
+        self.class = class.index() as u8;
+        self.bin = NOT_LISTED;
+        self.start_page = start_page;
+        self.pages = info.pool_pages;
+    }
+
+    /// The class this pool serves.
+    pub(crate) fn class(&self) -> SizeClass {
+        // SAFETY: `class` was written by `init` from a valid `SizeClass`.
+        unsafe { SizeClass::from_index_unchecked(self.class as usize) }
+    }
+
+    /// Whether the pool can hand out another block.
+    #[inline]
+    pub(crate) fn has_room(&self) -> bool {
+        !self.free.is_null() || self.bump < self.end
+    }
+
+    /// Moves up to `want` blocks from the pool onto `out`, recycled ones first; returns how
+    /// many were moved.
+    ///
+    /// # Safety
+    /// The caller holds the central lock of the pool's class.
+    pub(crate) unsafe fn take(&mut self, want: u32, out: &mut Batch) -> u32 {
+        let size = self.class().size();
+        let mut taken = 0;
+        while taken < want && !self.free.is_null() {
+            let block = self.free;
+            // SAFETY: blocks on the pool's free list are free blocks of this pool.
+            unsafe {
+                self.free = (*block).next;
+                out.push(block);
+            }
+            taken += 1;
+        }
+        while taken < want && self.bump < self.end {
+            let block = self.bump as *mut Block;
+            self.bump = self.bump.wrapping_add(size);
+            // SAFETY: an uncarved block lies inside the pool's pages and is unused.
+            unsafe { out.push(block) };
+            taken += 1;
+        }
+        self.used += taken;
+        taken
+    }
+
+    /// Returns one block to the pool's free list.
+    ///
+    /// # Safety
+    /// The caller holds the central lock of the pool's class and `block` is an out block
+    /// of this pool.
+    #[inline]
+    pub(crate) unsafe fn put(&mut self, block: *mut Block) {
+        // SAFETY: the block is free and ours again; its first word is the link.
+        unsafe { (*block).next = self.free };
+        self.free = block;
+        self.used -= 1;
+    }
+
+    /// Whether `address` is the start of a block of this pool that was carved (handed out
+    /// at least once); it says nothing of whether the block is out now.
+    pub(crate) fn is_carved_block(&self, address: usize, pool_start: usize) -> bool {
+        let size = self.class().size();
+        let offset = address.wrapping_sub(pool_start);
+        offset < self.bump as usize - pool_start && offset % size == 0
+    }
+}

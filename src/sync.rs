@@ -1,0 +1,155 @@
+//! Synchronisation primitives, the only module that names atomics.
+//!
+//! Under `cfg(loom)` the atomics are loom's, so the concurrency models in `tests/loom*`
+//! explore every interleaving of the code that uses them; otherwise they are `core`'s.
+//!
+//! [`Mutex`] is a three-state futex lock (the design of Drepper's "Futexes Are Tricky",
+//! also used by Rust's std on Linux). It never allocates, can be a `static`, and can be
+//! reset in a forked child. State table of its word:
+//!
+//! | value | meaning                                  |
+//! |-------|------------------------------------------|
+//! | 0     | unlocked                                 |
+//! | 1     | locked, no thread is (known to be) asleep |
+//! | 2     | locked, some thread may sleep in `futex`  |
+//!
+//! A locker that finds the lock taken spins briefly (critical sections here are a few
+//! dozen instructions), then marks it 2 and sleeps; an unlocker that swaps out a 2 wakes one
+//! sleeper. Sleeping rather than spinning matters with more threads than cores.
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+#[cfg(not(loom))]
+pub(crate) use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+/// A futex-based mutual exclusion lock with no data of its own (the data it guards lives
+/// beside it in an `UnsafeCell`, see each user).
+pub(crate) struct Mutex {
+    state: AtomicU32,
+}
+
+const UNLOCKED: u32 = 0;
+const LOCKED: u32 = 1;
+const CONTENDED: u32 = 2;
+/// Attempts to take a busy lock by spinning before going to sleep.
+const SPIN_LIMIT: u32 = 100;
+
+impl Mutex {
+    #[cfg(not(loom))]
+    pub(crate) const fn new() -> Mutex {
+        Mutex {
+            state: AtomicU32::new(UNLOCKED),
+        }
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn new() -> Mutex {
+        Mutex {
+            state: AtomicU32::new(UNLOCKED),
+        }
+    }
+
+    /// Takes the lock; the guard releases it.
+    #[inline]
+    pub(crate) fn lock(&self) -> MutexGuard<'_> {
+        self.raw_lock();
+        MutexGuard { mutex: self }
+    }
+
+    /// Takes the lock without a guard; pair with [`Mutex::raw_unlock`]. Used by the fork
+    /// handlers, which lock in one function and unlock in another.
+    #[inline]
+    pub(crate) fn raw_lock(&self) {
+        if self
+            .state
+            .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            self.lock_contended();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn lock_contended(&self) {
+        let mut spins = 0;
+        while spins < SPIN_LIMIT {
+            if self.state.load(Ordering::Relaxed) == UNLOCKED
+                && self
+                    .state
+                    .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return;
+            }
+            core::hint::spin_loop();
+            spins += 1;
+        }
+        while self.state.swap(CONTENDED, Ordering::Acquire) != UNLOCKED {
+            futex_wait(&self.state, CONTENDED);
+        }
+    }
+
+    /// Releases a lock taken with [`Mutex::raw_lock`].
+    #[inline]
+    pub(crate) fn raw_unlock(&self) {
+        if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
+            futex_wake_one(&self.state);
+        }
+    }
+
+    /// Makes the lock free again without waking anybody: only for a forked child, where
+    /// the threads that could hold or wait on it no longer exist.
+    pub(crate) fn reset_in_child(&self) {
+        self.state.store(UNLOCKED, Ordering::Relaxed);
+    }
+}
+
+/// Holds a [`Mutex`] until dropped.
+pub(crate) struct MutexGuard<'a> {
+    mutex: &'a Mutex,
+}
+
+impl Drop for MutexGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.mutex.raw_unlock();
+    }
+}
+
+#[cfg(not(loom))]
+fn futex_wait(word: &AtomicU32, expected: u32) {
+    // SAFETY: FUTEX_WAIT reads the aligned u32 behind `word`, which lives as long as the
+    // call; a spurious or interrupted return is fine, the caller re-checks the state.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            core::ptr::null::<libc::timespec>(),
+        );
+    }
+}
+
+#[cfg(not(loom))]
+fn futex_wake_one(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE only uses the address of `word` as a key.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            1,
+        );
+    }
+}
+
+#[cfg(loom)]
+fn futex_wait(_word: &AtomicU32, _expected: u32) {
+    loom::thread::yield_now();
+}
+
+#[cfg(loom)]
+fn futex_wake_one(_word: &AtomicU32) {}
