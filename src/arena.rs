@@ -15,14 +15,23 @@
 //! | `page_pool[p]`         | written under the arena lock while page `p` is free; read by the owner of the pool on `p` |
 //! | `pools[s]`             | the central lock of the pool's class (see `pool.rs`)   |
 //!
+//! A page of an arena is in one of three states:
+//!
+//! - **in a pool** (counted by `occupancy`);
+//! - **free and dirty**: in no pool but resident; `freed_at_ms[p]` says since when;
+//! - **free and released**: in no pool and given back to the OS (`released_pages`). Fresh
+//!   arenas start with every page released: they were never touched.
+//!
 //! Invariants (under the arena lock): `occupancy == USABLE_PAGES - popcount(free_pages)`;
-//! bit 0 of `free_pages` is never set; an arena is in exactly the occupancy list
-//! `popcount(free_pages)` (a full arena, with no free page, is in none).
+//! `released_pages ⊆ free_pages`; bit 0 of either is never set; an arena is in exactly the
+//! occupancy list `popcount(free_pages)` (a full arena, with no free page, is in none); the
+//! global counters are the sums of the per-arena figures over mapped arenas.
 //!
 //! **Occupancy ordering** (Evan Jones' fix to CPython's obmalloc): new pools are carved from
 //! the arena with the fewest free pages that has a fitting run. The most used arenas fill
-//! up; the least used drain, become empty, and go back to the OS. Empty arenas beyond a small
-//! retained reserve are unmapped at once.
+//! up; the least used drain and become empty. **Trimming** ([`trim`]) then releases dirty
+//! pages that stayed free longer than the decay time and unmaps empty arenas beyond a small
+//! retained reserve; it runs from `trim.rs`, never from the allocation paths.
 
 use crate::consts::{
     ARENAS_PER_RESERVATION, ARENA_MASK, ARENA_SIZE, PAGES_PER_ARENA, PAGE_SHIFT, PAGE_SIZE,
@@ -32,7 +41,7 @@ use crate::fatal::fatal;
 use crate::os;
 use crate::pool::Pool;
 use crate::size_class::SizeClass;
-use crate::sync::{AtomicU32, AtomicUsize, Mutex, Ordering};
+use crate::sync::{AtomicU32, AtomicUsize, Mutex, Ordering, MEMORY_FREED};
 use core::cell::UnsafeCell;
 use core::ptr;
 
@@ -41,9 +50,6 @@ pub(crate) const ARENA_MAGIC: u64 = 0x6562_6261_7265_6e61;
 
 /// `list` of an arena that is in no occupancy list (full).
 const NOT_LISTED: u8 = u8::MAX;
-
-/// Empty arenas kept mapped for reuse; more are unmapped as soon as they empty.
-const RETAINED_EMPTY_ARENAS: usize = 4;
 
 /// The header page of an arena.
 #[repr(C)]
@@ -54,8 +60,12 @@ pub(crate) struct Arena {
     list: u8,
     /// Bit `p` set: page `p` is in no pool.
     free_pages: u64,
+    /// Bit `p` set: page `p` is free and its memory was given back to the OS.
+    released_pages: u64,
     /// For a page in a pool: the pool's first page.
     page_pool: [u8; PAGES_PER_ARENA],
+    /// For a free dirty page: when it became free (`os::now_ms`).
+    freed_at_ms: [u32; PAGES_PER_ARENA],
     prev: *mut Arena,
     next: *mut Arena,
     /// Pool descriptors, indexed by the pool's first page.
@@ -75,6 +85,7 @@ struct ArenaLists {
     reserve_left: usize,
 }
 
+/// The arena registry. The counters are written under the lock and read without it.
 struct Arenas {
     lock: Mutex,
     lists: UnsafeCell<ArenaLists>,
@@ -82,7 +93,14 @@ struct Arenas {
     mapped: AtomicUsize,
     /// Arenas in the empty list.
     empty: AtomicUsize,
+    /// Pages in pools, over all arenas.
+    pool_pages: AtomicUsize,
+    /// Free pages still resident, over all arenas.
+    dirty_pages: AtomicUsize,
+    /// Free pages given back to the OS, over all mapped arenas.
+    released_pages: AtomicUsize,
 }
+
 
 // SAFETY: `lists` is only touched with `lock` held.
 unsafe impl Sync for Arenas {}
@@ -97,6 +115,9 @@ static ARENAS: Arenas = Arenas {
     }),
     mapped: AtomicUsize::new(0),
     empty: AtomicUsize::new(0),
+    pool_pages: AtomicUsize::new(0),
+    dirty_pages: AtomicUsize::new(0),
+    released_pages: AtomicUsize::new(0),
 };
 
 /// The arena header of a block that lies in an arena.
@@ -181,40 +202,231 @@ pub(crate) unsafe fn carve_pool(class: SizeClass) -> *mut Pool {
     }
 }
 
-/// Gives the pages of an emptied pool back to its arena.
+/// Gives the pages of an emptied pool back to its arena, as free dirty pages: they stay
+/// resident until trimming releases them, so a pool carved again soon costs no page fault.
 ///
 /// # Safety
 /// The caller holds the central lock of the pool's class, the pool has no block out and
 /// is in no fullness bin; the descriptor is dead after this call.
 pub(crate) unsafe fn release_pool(pool: *mut Pool) {
     let arena = arena_of(pool as *mut u8);
-    let _guard = ARENAS.lock.lock();
-    // SAFETY: we hold the arena lock; the arena is live because the pool was.
-    unsafe {
-        let lists = &mut *ARENAS.lists.get();
-        let start = (*pool).start_page as usize;
-        let pages = (*pool).pages as usize;
-        lists.unlink(arena);
-        (*arena).free_pages |= run_mask(start, pages);
-        (*arena)
-            .occupancy
-            .fetch_sub(pages as u32, Ordering::Relaxed);
-        let free = (*arena).free_pages.count_ones() as usize;
-        if free == USABLE_PAGES && ARENAS.empty.load(Ordering::Relaxed) >= RETAINED_EMPTY_ARENAS {
-            ARENAS.mapped.fetch_sub(1, Ordering::Relaxed);
-            os::unmap(arena as *mut u8, ARENA_SIZE);
-        } else {
+    let now = os::now_ms();
+    {
+        let _guard = ARENAS.lock.lock();
+        // SAFETY: we hold the arena lock; the arena is live because the pool was.
+        unsafe {
+            let lists = &mut *ARENAS.lists.get();
+            let start = (*pool).start_page as usize;
+            let pages = (*pool).pages as usize;
+            lists.unlink(arena);
+            (*arena).free_pages |= run_mask(start, pages);
+            (&mut (*arena).freed_at_ms)[start..start + pages].fill(now);
+            (*arena)
+                .occupancy
+                .fetch_sub(pages as u32, Ordering::Relaxed);
+            ARENAS.pool_pages.fetch_sub(pages, Ordering::Relaxed);
+            ARENAS.dirty_pages.fetch_add(pages, Ordering::Relaxed);
             lists.link(arena);
+        }
+    }
+    MEMORY_FREED.notify();
+}
+
+/// Figures about the arenas, for the statistics.
+#[derive(Clone, Copy, Default, Debug)]
+pub(crate) struct ArenaFigures {
+    pub(crate) mapped: usize,
+    pub(crate) full: usize,
+    pub(crate) partial: usize,
+    /// Empty arenas with some resident free page.
+    pub(crate) empty: usize,
+    /// Empty arenas whose pages are all released.
+    pub(crate) released: usize,
+    pub(crate) pool_pages: usize,
+    pub(crate) released_pages: usize,
+    /// Arena slots reserved from the OS but not used yet.
+    pub(crate) reserved_unused: usize,
+}
+
+/// Counts arenas by state (walks the lists under the arena lock).
+pub(crate) fn figures() -> ArenaFigures {
+    let _guard = ARENAS.lock.lock();
+    // SAFETY: we hold the arena lock.
+    let lists = unsafe { &*ARENAS.lists.get() };
+    let mut figures = ArenaFigures {
+        mapped: ARENAS.mapped.load(Ordering::Relaxed),
+        pool_pages: ARENAS.pool_pages.load(Ordering::Relaxed),
+        released_pages: ARENAS.released_pages.load(Ordering::Relaxed),
+        reserved_unused: lists.reserve_left,
+        ..ArenaFigures::default()
+    };
+    let mut listed = 0;
+    for free in 1..PAGES_PER_ARENA {
+        let mut arena = lists.by_free_pages[free];
+        while !arena.is_null() {
+            listed += 1;
+            // SAFETY: listed arenas are live; we hold the lock.
+            unsafe {
+                if free < USABLE_PAGES {
+                    figures.partial += 1;
+                } else if (*arena).released_pages == (*arena).free_pages {
+                    figures.released += 1;
+                } else {
+                    figures.empty += 1;
+                }
+                arena = (*arena).next;
+            }
+        }
+    }
+    figures.full = figures.mapped - listed;
+    figures
+}
+
+/// Bytes resident in arenas by our accounting: header pages, pool pages and dirty pages.
+pub(crate) fn resident_bytes() -> usize {
+    (ARENAS.mapped.load(Ordering::Relaxed)
+        + ARENAS.pool_pages.load(Ordering::Relaxed)
+        + ARENAS.dirty_pages.load(Ordering::Relaxed))
+        * PAGE_SIZE
+}
+
+/// Whether any free page is still resident (there is trimming to do).
+pub(crate) fn has_dirty_pages() -> bool {
+    ARENAS.dirty_pages.load(Ordering::Relaxed) > 0
+}
+
+/// Arenas unmapped by one lock hold of [`trim`] before the lock is dropped to unmap them.
+const UNMAP_BATCH: usize = 32;
+/// Pages released by one lock hold of [`trim`] before the lock is dropped for others.
+const RELEASE_PAGES_PER_HOLD: usize = 4096;
+
+/// Releases free pages that have been dirty for at least `decay_ms` (all of them when
+/// `decay_ms == 0`), and unmaps empty arenas, beyond the first `retained` of them, whose
+/// pages have all expired. Returns the bytes given back to the OS.
+///
+/// The arena lock is dropped every [`RELEASE_PAGES_PER_HOLD`] pages and to unmap, so
+/// allocating threads wait at most for a bounded piece of work.
+pub(crate) fn trim(now_ms: u32, decay_ms: u32, retained: usize, how: crate::config::Purge) -> usize {
+    let mut released_bytes = 0;
+    loop {
+        let mut to_unmap = [ptr::null_mut::<Arena>(); UNMAP_BATCH];
+        let mut unmap_count = 0;
+        let mut pages_left = RELEASE_PAGES_PER_HOLD;
+        let mut finished = true;
+        {
+            let _guard = ARENAS.lock.lock();
+            // SAFETY: we hold the arena lock; listed arenas are live.
+            let lists = unsafe { &mut *ARENAS.lists.get() };
+            let mut nonempty = lists.nonempty;
+            'lists: while nonempty != 0 {
+                let free = nonempty.trailing_zeros() as usize;
+                nonempty &= nonempty - 1;
+                let mut arena = lists.by_free_pages[free];
+                while !arena.is_null() {
+                    // SAFETY: as above.
+                    let next = unsafe { (*arena).next };
+                    // SAFETY: as above.
+                    let expired = unsafe { expired_pages(arena, now_ms, decay_ms) };
+                    // SAFETY: as above.
+                    let dirty = unsafe { (*arena).free_pages & !(*arena).released_pages };
+                    let is_empty = free == USABLE_PAGES;
+                    if is_empty
+                        && expired == dirty
+                        && ARENAS.empty.load(Ordering::Relaxed) > retained
+                    {
+                        // SAFETY: as above; the arena leaves every list and its pages are
+                        // uncounted before it is unmapped outside the lock.
+                        unsafe {
+                            lists.unlink(arena);
+                            forget_arena(arena);
+                        }
+                        released_bytes += (dirty.count_ones() as usize + 1) * PAGE_SIZE;
+                        to_unmap[unmap_count] = arena;
+                        unmap_count += 1;
+                    } else if expired != 0 {
+                        // SAFETY: as above; expired pages are free and unused.
+                        let pages = unsafe { release_free_pages(arena, expired, how) };
+                        released_bytes += pages * PAGE_SIZE;
+                        pages_left = pages_left.saturating_sub(pages);
+                    }
+                    if unmap_count == UNMAP_BATCH || pages_left == 0 {
+                        finished = false;
+                        break 'lists;
+                    }
+                    arena = next;
+                }
+            }
+        }
+        for &arena in &to_unmap[..unmap_count] {
+            // SAFETY: the arena left the registry under the lock; nothing refers to it.
+            unsafe { os::unmap(arena as *mut u8, ARENA_SIZE) };
+        }
+        if finished {
+            return released_bytes;
         }
     }
 }
 
-/// Counts of arenas for the statistics: (mapped, empty).
-pub(crate) fn arena_counts() -> (usize, usize) {
-    (
-        ARENAS.mapped.load(Ordering::Relaxed),
-        ARENAS.empty.load(Ordering::Relaxed),
-    )
+/// Free dirty pages of `arena` that became free at least `decay_ms` before `now_ms`.
+///
+/// # Safety
+/// The arena lock is held and `arena` is live.
+unsafe fn expired_pages(arena: *mut Arena, now_ms: u32, decay_ms: u32) -> u64 {
+    // SAFETY: by the caller's promises.
+    let (mut dirty, freed_at) = unsafe {
+        (
+            (*arena).free_pages & !(*arena).released_pages,
+            &(*arena).freed_at_ms,
+        )
+    };
+    if decay_ms == 0 {
+        return dirty;
+    }
+    let mut expired = 0;
+    while dirty != 0 {
+        let page = dirty.trailing_zeros() as usize;
+        dirty &= dirty - 1;
+        if now_ms.wrapping_sub(freed_at[page]) >= decay_ms {
+            expired |= 1 << page;
+        }
+    }
+    expired
+}
+
+/// Gives the pages in `pages` (free and dirty) back to the OS, run by run; returns how many.
+///
+/// # Safety
+/// The arena lock is held, `arena` is live and `pages` are free dirty pages of it.
+unsafe fn release_free_pages(arena: *mut Arena, pages: u64, how: crate::config::Purge) -> usize {
+    let mut left = pages;
+    while left != 0 {
+        let start = left.trailing_zeros() as usize;
+        let len = (!(left >> start)).trailing_zeros() as usize;
+        // SAFETY: the run lies inside the arena and its pages are free (caller).
+        unsafe { os::release_pages((arena as *mut u8).add(start * PAGE_SIZE), len * PAGE_SIZE, how) };
+        left &= !run_mask(start, len);
+    }
+    let count = pages.count_ones() as usize;
+    // SAFETY: by the caller's promises.
+    unsafe { (*arena).released_pages |= pages };
+    ARENAS.dirty_pages.fetch_sub(count, Ordering::Relaxed);
+    ARENAS.released_pages.fetch_add(count, Ordering::Relaxed);
+    count
+}
+
+/// Takes an empty arena that left the lists out of the global counters before unmapping.
+///
+/// # Safety
+/// The arena lock is held; `arena` is live, empty and in no list.
+unsafe fn forget_arena(arena: *mut Arena) {
+    // SAFETY: by the caller's promises.
+    let (free, released) = unsafe { ((*arena).free_pages, (*arena).released_pages) };
+    let released_count = released.count_ones() as usize;
+    ARENAS.released_pages.fetch_sub(released_count, Ordering::Relaxed);
+    ARENAS
+        .dirty_pages
+        .fetch_sub(free.count_ones() as usize - released_count, Ordering::Relaxed);
+    ARENAS.mapped.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// Fork support: take the arena lock before `fork`.
@@ -242,8 +454,14 @@ impl ArenaLists {
         // SAFETY: by the caller's promises; page indices are below PAGES_PER_ARENA.
         unsafe {
             self.unlink(arena);
-            (*arena).free_pages &= !run_mask(start, pages);
+            let run = run_mask(start, pages);
+            let released = ((*arena).released_pages & run).count_ones() as usize;
+            (*arena).free_pages &= !run;
+            (*arena).released_pages &= !run;
             (*arena).occupancy.fetch_add(pages as u32, Ordering::Relaxed);
+            ARENAS.pool_pages.fetch_add(pages, Ordering::Relaxed);
+            ARENAS.released_pages.fetch_sub(released, Ordering::Relaxed);
+            ARENAS.dirty_pages.fetch_sub(pages - released, Ordering::Relaxed);
             for page in start..start + pages {
                 (*arena).page_pool[page] = start as u8;
             }
@@ -328,11 +546,14 @@ impl ArenaLists {
         self.reserve_next = self.reserve_next.wrapping_add(ARENA_SIZE);
         self.reserve_left -= 1;
         ARENAS.mapped.fetch_add(1, Ordering::Relaxed);
+        ARENAS.released_pages.fetch_add(USABLE_PAGES, Ordering::Relaxed);
         // SAFETY: the header page is fresh zeroed memory of ours; zero is a valid initial
-        // state for every other field (null links, empty pools).
+        // state for every other field (null links, empty pools). Pages never touched count
+        // as released: they cost no memory.
         unsafe {
             (*arena).magic = ARENA_MAGIC;
             (*arena).free_pages = free_pages_of_new_arena();
+            (*arena).released_pages = free_pages_of_new_arena();
             (*arena).list = NOT_LISTED;
         }
         arena

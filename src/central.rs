@@ -15,8 +15,12 @@
 //! pool whose last block comes back is released to its arena at once.
 //!
 //! Conservation, per class, at any moment with the lock held:
-//! `blocks in thread caches + blocks in transfer slots + blocks live in the program
-//!  == sum over the class's pools of used`.
+//! `blocks in thread caches + transfer_blocks + blocks live in the program
+//!  == blocks_out == sum over the class's pools of used`.
+//!
+//! Trimming ([`trim`]) returns to the pools the batches that sat in the transfer cache
+//! through a whole trimming interval: `transfer_low_water` is the fewest batches the cache
+//! held since the last pass, and the oldest that many were not needed by anybody.
 
 use crate::arena;
 use crate::block::{Batch, Block};
@@ -35,9 +39,18 @@ pub(crate) const TRANSFER_SLOTS: usize = 32;
 pub(crate) const FULLNESS_BINS: usize = 4;
 
 struct CentralLists {
+    /// Parked batches, oldest first.
     transfer: [Batch; TRANSFER_SLOTS],
     transfer_len: usize,
+    /// Fewest parked batches since the last trimming pass.
+    transfer_low_water: usize,
+    /// Blocks in the parked batches.
+    transfer_blocks: usize,
     bins: [*mut Pool; FULLNESS_BINS],
+    /// Blocks out of the class's pools.
+    blocks_out: usize,
+    /// Pools of the class.
+    pools: usize,
 }
 
 /// The central state of one size class.
@@ -55,7 +68,11 @@ const NEW_CENTRAL: Central = Central {
     lists: UnsafeCell::new(CentralLists {
         transfer: [Batch::EMPTY; TRANSFER_SLOTS],
         transfer_len: 0,
+        transfer_low_water: 0,
+        transfer_blocks: 0,
         bins: [ptr::null_mut(); FULLNESS_BINS],
+        blocks_out: 0,
+        pools: 0,
     }),
 };
 
@@ -77,7 +94,10 @@ pub(crate) fn refill(class: SizeClass, want: u32) -> Batch {
     let lists = unsafe { &mut *central.lists.get() };
     if lists.transfer_len > 0 {
         lists.transfer_len -= 1;
-        return lists.transfer[lists.transfer_len];
+        lists.transfer_low_water = lists.transfer_low_water.min(lists.transfer_len);
+        let batch = lists.transfer[lists.transfer_len];
+        lists.transfer_blocks -= batch.count as usize;
+        return batch;
     }
     let mut out = Batch::EMPTY;
     while out.count < want {
@@ -90,10 +110,11 @@ pub(crate) fn refill(class: SizeClass, want: u32) -> Batch {
                     if pool.is_null() {
                         break;
                     }
+                    lists.pools += 1;
                     pool
                 }
             };
-            (*pool).take(want - out.count, &mut out);
+            lists.blocks_out += (*pool).take(want - out.count, &mut out) as usize;
             lists.file(pool);
         }
     }
@@ -116,10 +137,58 @@ pub(crate) unsafe fn flush(class: SizeClass, batch: Batch) {
     if lists.transfer_len < TRANSFER_SLOTS {
         lists.transfer[lists.transfer_len] = batch;
         lists.transfer_len += 1;
+        lists.transfer_blocks += batch.count as usize;
         return;
     }
     // SAFETY: we hold the class lock; the caller vouches for the blocks.
     unsafe { lists.return_to_pools(class, batch) };
+}
+
+/// Returns to their pools the parked batches of `class` that nobody took since the last
+/// pass (all of them when `everything`), so that emptied pools give their pages back.
+pub(crate) fn trim(class: SizeClass, everything: bool) {
+    let central = central(class);
+    let _guard = central.lock.lock();
+    // SAFETY: we hold the class lock.
+    let lists = unsafe { &mut *central.lists.get() };
+    let idle = if everything {
+        lists.transfer_len
+    } else {
+        lists.transfer_low_water
+    };
+    for i in 0..idle {
+        let batch = lists.transfer[i];
+        lists.transfer_blocks -= batch.count as usize;
+        // SAFETY: we hold the class lock; parked blocks are out blocks of the class.
+        unsafe { lists.return_to_pools(class, batch) };
+    }
+    lists.transfer.copy_within(idle..lists.transfer_len, 0);
+    lists.transfer_len -= idle;
+    lists.transfer_low_water = lists.transfer_len;
+}
+
+/// Figures of one class for the statistics.
+#[derive(Clone, Copy, Default, Debug)]
+pub(crate) struct ClassFigures {
+    /// Blocks out of the class's pools (live, or in caches).
+    pub(crate) blocks_out: usize,
+    /// Blocks parked in the transfer cache.
+    pub(crate) transfer_blocks: usize,
+    /// Pools of the class.
+    pub(crate) pools: usize,
+}
+
+/// The figures of `class`, read under its lock.
+pub(crate) fn figures(class: SizeClass) -> ClassFigures {
+    let central = central(class);
+    let _guard = central.lock.lock();
+    // SAFETY: we hold the class lock.
+    let lists = unsafe { &*central.lists.get() };
+    ClassFigures {
+        blocks_out: lists.blocks_out,
+        transfer_blocks: lists.transfer_blocks,
+        pools: lists.pools,
+    }
 }
 
 /// Takes the class lock of `class` for a unit test that calls arena functions whose
@@ -168,8 +237,10 @@ impl CentralLists {
                 let pool = arena::pool_of(block as *mut u8, class);
                 let was_exhausted = !(*pool).has_room();
                 (*pool).put(block as *mut Block);
+                self.blocks_out -= 1;
                 if (*pool).used == 0 {
                     self.unfile(pool);
+                    self.pools -= 1;
                     arena::release_pool(pool);
                 } else if was_exhausted || bin_for(pool) != (*pool).bin {
                     self.unfile(pool);

@@ -21,12 +21,12 @@
 //! The **mapping cache** keeps up to [`CACHE_ENTRIES`] recently freed page-aligned mappings
 //! (each at most [`CACHE_MAX_MAP_BYTES`]) so that a loop allocating and freeing 1 MiB
 //! buffers does not make two system calls per round; the oldest entry is unmapped when a
-//! new one comes in.
+//! new one comes in, and trimming ([`trim`]) unmaps entries older than the decay time.
 
 use crate::consts::{ARENA_MASK, ARENA_SIZE, PAGE_SIZE};
 use crate::fatal::fatal;
 use crate::os;
-use crate::sync::{AtomicUsize, Mutex, Ordering};
+use crate::sync::{AtomicUsize, Mutex, Ordering, MEMORY_FREED};
 use core::cell::UnsafeCell;
 use core::ptr;
 
@@ -49,6 +49,7 @@ struct LargeHeader {
 struct CachedMapping {
     base: *mut u8,
     map_len: usize,
+    cached_at_ms: u32,
 }
 
 struct MappingCache {
@@ -67,13 +68,16 @@ static CACHE: MappingCache = MappingCache {
         [CachedMapping {
             base: ptr::null_mut(),
             map_len: 0,
+            cached_at_ms: 0,
         }; CACHE_ENTRIES],
     ),
     len: UnsafeCell::new(0),
 };
 
-/// Bytes in live large mappings (for the statistics).
+/// Bytes in large mappings, live or cached (for the statistics).
 static MAPPED_BYTES: AtomicUsize = AtomicUsize::new(0);
+/// Bytes in cached mappings.
+static CACHED_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 /// A large block of `size` bytes aligned to `align`, zero-filled if `zeroed`; null when the
 /// OS refuses.
@@ -159,21 +163,57 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
     }
 }
 
-/// Bytes usable from `ptr` to the end of its mapping.
-///
-/// # Safety
-/// `ptr` is a live large block of ours.
-pub(crate) unsafe fn usable_size(ptr: *mut u8) -> usize {
-    // SAFETY: by the caller's promise the header is ours.
-    unsafe {
-        let header = header_of(ptr);
-        (*header).base as usize + (*header).map_len - ptr as usize
-    }
+/// Bytes in large mappings: (live or cached, cached only).
+pub(crate) fn mapped_bytes() -> (usize, usize) {
+    (
+        MAPPED_BYTES.load(Ordering::Relaxed),
+        CACHED_BYTES.load(Ordering::Relaxed),
+    )
 }
 
-/// Bytes in live large mappings and in the mapping cache.
-pub(crate) fn mapped_bytes() -> usize {
-    MAPPED_BYTES.load(Ordering::Relaxed)
+/// Unmaps cached mappings that were freed at least `decay_ms` before `now_ms` (all when
+/// `decay_ms == 0`). Returns the bytes unmapped.
+pub(crate) fn trim(now_ms: u32, decay_ms: u32) -> usize {
+    let mut expired = [CachedMapping {
+        base: ptr::null_mut(),
+        map_len: 0,
+        cached_at_ms: 0,
+    }; CACHE_ENTRIES];
+    let mut expired_count = 0;
+    {
+        let _guard = CACHE.lock.lock();
+        // SAFETY: we hold the cache lock.
+        unsafe {
+            let entries = &mut *CACHE.entries.get();
+            let len = &mut *CACHE.len.get();
+            let mut kept = 0;
+            for i in 0..*len {
+                let entry = entries[i];
+                if decay_ms == 0 || now_ms.wrapping_sub(entry.cached_at_ms) >= decay_ms {
+                    expired[expired_count] = entry;
+                    expired_count += 1;
+                } else {
+                    entries[kept] = entry;
+                    kept += 1;
+                }
+            }
+            *len = kept;
+        }
+    }
+    let mut unmapped = 0;
+    for entry in &expired[..expired_count] {
+        unmapped += entry.map_len;
+        forget_cached(entry);
+    }
+    unmapped
+}
+
+/// Unmaps a mapping that has left the cache.
+fn forget_cached(entry: &CachedMapping) {
+    MAPPED_BYTES.fetch_sub(entry.map_len, Ordering::Relaxed);
+    CACHED_BYTES.fetch_sub(entry.map_len, Ordering::Relaxed);
+    // SAFETY: a cached mapping is ours and unused; it left the cache under the lock.
+    unsafe { os::unmap(entry.base, entry.map_len) };
 }
 
 /// Fork support: take the mapping-cache lock before `fork`.
@@ -259,6 +299,7 @@ fn take_cached(map_len: usize) -> *mut u8 {
                 let base = entries[i].base;
                 entries.copy_within(i + 1..*len, i);
                 *len -= 1;
+                CACHED_BYTES.fetch_sub(map_len, Ordering::Relaxed);
                 return base;
             }
         }
@@ -267,6 +308,8 @@ fn take_cached(map_len: usize) -> *mut u8 {
 }
 
 fn put_cached(base: *mut u8, map_len: usize) {
+    let cached_at_ms = crate::os::now_ms();
+    CACHED_BYTES.fetch_add(map_len, Ordering::Relaxed);
     let evicted = {
         let _guard = CACHE.lock.lock();
         // SAFETY: we hold the cache lock.
@@ -279,16 +322,19 @@ fn put_cached(base: *mut u8, map_len: usize) {
                 entries.copy_within(1.., 0);
                 *len -= 1;
             }
-            entries[*len] = CachedMapping { base, map_len };
+            entries[*len] = CachedMapping {
+                base,
+                map_len,
+                cached_at_ms,
+            };
             *len += 1;
             evicted
         }
     };
     if let Some(old) = evicted {
-        MAPPED_BYTES.fetch_sub(old.map_len, Ordering::Relaxed);
-        // SAFETY: a cached mapping is ours and unused; it left the cache above.
-        unsafe { os::unmap(old.base, old.map_len) };
+        forget_cached(&old);
     }
+    MEMORY_FREED.notify();
 }
 
 #[cfg(test)]
@@ -317,7 +363,6 @@ mod tests {
             assert_eq!(p as usize % align, 0);
             // SAFETY: a live large block of 300 KiB.
             unsafe {
-                assert!(usable_size(p) >= 300 << 10);
                 assert!(core::slice::from_raw_parts(p, 300 << 10).iter().all(|&b| b == 0));
                 p.write_bytes(0x5a, 300 << 10);
                 let q = realloc(p, 3 << 20);

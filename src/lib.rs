@@ -33,6 +33,8 @@
 //! arena.rs            256 KiB arenas, page runs, occupancy-ordered lists
 //! large.rs            mappings of their own, mapping cache, mremap
 //! os.rs               mmap / munmap / madvise / mremap
+//! trim.rs             the trimming pass, the background thread, the slow-path ticker
+//! stats.rs, config.rs statistics; the EBBMALLOC_* settings, declared once
 //! lifecycle.rs        process set-up, thread exit, fork
 //! sync.rs, consts.rs, fatal.rs   atomics and locks, shared numbers, abort on misuse
 //! ```
@@ -49,6 +51,7 @@
 mod arena;
 mod block;
 mod central;
+mod config;
 mod consts;
 mod fatal;
 mod front;
@@ -57,10 +60,31 @@ mod lifecycle;
 mod os;
 mod pool;
 mod size_class;
+mod stats;
 mod sync;
 mod thread_cache;
+mod trim;
+
+pub use config::{Purge, SettingInfo, Settings, SETTINGS};
+pub use stats::{print_stats, stats, ClassStats, Stats, CLASS_COUNT};
 
 use core::alloc::{GlobalAlloc, Layout};
+
+/// Gives idle memory back to the OS now: flushes the calling thread's cache and the central
+/// transfer caches, releases every free page (`madvise`), unmaps empty arenas beyond the
+/// retained reserve and the cached large mappings. Returns the bytes given back.
+///
+/// Other threads' caches give back their idle blocks on their next slow path.
+pub fn trim() -> usize {
+    trim::trim_now()
+}
+
+/// Puts `settings` in force; see [`SETTINGS`] for what each does. Settings changed this
+/// way win over the `EBBMALLOC_*` environment variables, also when made before the first
+/// allocation. `thread_cache_bytes` applies to threads whose cache is set up afterwards.
+pub fn configure(settings: &Settings) {
+    settings.apply();
+}
 
 /// The ebbmalloc allocator. It has no state of its own: every value is the same process-wide
 /// allocator, so it can be the `#[global_allocator]` or be called directly.

@@ -9,13 +9,14 @@
 //! - **Thread exit**: each thread that activates its cache stores a non-null value under
 //!   the key; glibc then calls the destructor after the thread's C++/Rust TLS destructors,
 //!   and the destructor flushes the cache (see `thread_cache.rs`).
-//! - **`fork`**: before it, every allocator lock is taken (class locks in class order, then
-//!   the arena lock, then the large-mapping lock: the same order as everywhere else); after
-//!   it the parent releases them and the child, whose only thread is the one that forked,
-//!   marks them free.
+//! - **`fork`**: before it, every allocator lock is taken in the order they nest everywhere
+//!   else (trimming pass, thread registry, class locks in class order, arenas, large
+//!   mappings); after it the parent releases them and the child, whose only thread is the
+//!   one that forked, marks them free and restarts the background trimmer lazily.
 
+use crate::config::{self, Setting};
 use crate::sync::{AtomicU32, Ordering};
-use crate::{arena, central, large, thread_cache};
+use crate::{arena, central, large, stats, thread_cache, trim};
 
 const NOT_SET_UP: u32 = 0;
 const SETTING_UP: u32 = 1;
@@ -45,6 +46,7 @@ fn set_up_process() -> bool {
     {
         return SETUP.load(Ordering::Acquire) == SET_UP;
     }
+    config::read_environment();
     let mut key: libc::pthread_key_t = 0;
     // SAFETY: plain libc calls with valid arguments; the handlers are `extern "C"`
     // functions that live for the whole process.
@@ -58,6 +60,13 @@ fn set_up_process() -> bool {
             Some(after_fork_in_child),
         );
     }
+    if config::enabled(Setting::StatsAtExit) {
+        // SAFETY: registering an `extern "C"` function that lives for the whole process.
+        unsafe { libc::atexit(stats::print_stats_at_exit) };
+    }
+    if config::enabled(Setting::Verbose) {
+        config::print_settings();
+    }
     THREAD_KEY.store(key as u32, Ordering::Relaxed);
     SETUP.store(SET_UP, Ordering::Release);
     true
@@ -68,6 +77,8 @@ extern "C" fn on_thread_exit(_value: *mut libc::c_void) {
 }
 
 extern "C" fn before_fork() {
+    trim::lock_before_fork();
+    thread_cache::lock_before_fork();
     central::lock_before_fork();
     arena::lock_before_fork();
     large::lock_before_fork();
@@ -77,10 +88,14 @@ extern "C" fn after_fork_in_parent() {
     large::unlock_after_fork_in_parent();
     arena::unlock_after_fork_in_parent();
     central::unlock_after_fork_in_parent();
+    thread_cache::unlock_after_fork_in_parent();
+    trim::unlock_after_fork_in_parent();
 }
 
 extern "C" fn after_fork_in_child() {
     large::reset_after_fork_in_child();
     arena::reset_after_fork_in_child();
     central::reset_after_fork_in_child();
+    thread_cache::reset_after_fork_in_child();
+    trim::reset_after_fork_in_child();
 }

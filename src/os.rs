@@ -3,6 +3,7 @@
 //!
 //! Every function is safe to call from inside `malloc`: none allocates or takes a lock.
 
+use crate::config::Purge;
 use core::ptr;
 
 /// Maps `size` bytes of fresh, zeroed, read-write memory aligned to `align` (a power of
@@ -66,16 +67,33 @@ pub(crate) unsafe fn unmap(start: *mut u8, size: usize) {
     }
 }
 
-/// Tells the OS that the pages of `[start, start + size)` are no longer needed: their
-/// physical memory is freed now and they read as zeros the next time they are touched.
+/// Tells the OS that the pages of `[start, start + size)` are no longer needed. With
+/// [`Purge::DontNeed`] their physical memory is freed now and they read as zeros when next
+/// touched; with [`Purge::Free`] the kernel frees them when it needs memory, and until then
+/// they may keep their contents.
 ///
 /// # Safety
 /// The range is page-aligned memory of ours whose contents nobody needs.
-pub(crate) unsafe fn release_pages(start: *mut u8, size: usize) {
+pub(crate) unsafe fn release_pages(start: *mut u8, size: usize, how: Purge) {
+    let advice = match how {
+        Purge::DontNeed => libc::MADV_DONTNEED,
+        Purge::Free => libc::MADV_FREE,
+    };
     // SAFETY: the caller owns the range and does not need its contents.
     unsafe {
-        libc::madvise(start as *mut libc::c_void, size, libc::MADV_DONTNEED);
+        libc::madvise(start as *mut libc::c_void, size, advice);
     }
+}
+
+/// Milliseconds on a monotonic clock (wraps after 49 days; compare with `wrapping_sub`).
+pub(crate) fn now_ms() -> u32 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own; the coarse clock is a vDSO read.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
+    (now.tv_sec as u64 * 1000 + now.tv_nsec as u64 / 1_000_000) as u32
 }
 
 /// Shrinks or grows the mapping at `start` to `new_size` without moving it. Returns whether
@@ -122,4 +140,14 @@ pub(crate) unsafe fn move_aligned(
         return ptr::null_mut();
     }
     p as *mut u8
+}
+
+/// Sleeps for `ms` milliseconds (an interrupted sleep ends early, which callers tolerate).
+pub(crate) fn sleep_ms(ms: u32) {
+    let time = libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    // SAFETY: nanosleep reads our timespec; the remainder pointer may be null.
+    unsafe { libc::nanosleep(&time, ptr::null_mut()) };
 }

@@ -18,10 +18,10 @@
 //! sleeper. Sleeping rather than spinning matters with more threads than cores.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+pub(crate) use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// A futex-based mutual exclusion lock with no data of its own (the data it guards lives
 /// beside it in an `UnsafeCell`, see each user).
@@ -55,6 +55,15 @@ impl Mutex {
     pub(crate) fn lock(&self) -> MutexGuard<'_> {
         self.raw_lock();
         MutexGuard { mutex: self }
+    }
+
+    /// Takes the lock if it is free.
+    #[inline]
+    pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_>> {
+        self.state
+            .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+            .then_some(MutexGuard { mutex: self })
     }
 
     /// Takes the lock without a guard; pair with [`Mutex::raw_unlock`]. Used by the fork
@@ -118,17 +127,87 @@ impl Drop for MutexGuard<'_> {
     }
 }
 
+/// A one-way signal from many notifiers to one sleeper (the background trimmer): the
+/// sleeper waits with a time-out and is woken early by [`Event::notify`]. Notifying costs
+/// one atomic swap, plus a system call only when the sleeper is asleep.
+///
+/// | value | meaning                                   |
+/// |-------|-------------------------------------------|
+/// | 0     | nothing to report, sleeper awake          |
+/// | 1     | notified since the sleeper last looked    |
+/// | 2     | sleeper asleep in `futex`, not notified   |
+pub(crate) struct Event {
+    word: AtomicU32,
+}
+
+/// Notified when memory becomes free and idle (a pool's pages go back to their arena, a
+/// large mapping goes into the cache); the background trimmer sleeps on it.
+#[cfg(not(loom))]
+pub(crate) static MEMORY_FREED: Event = Event::new();
+
+const EVENT_IDLE: u32 = 0;
+const EVENT_NOTIFIED: u32 = 1;
+const EVENT_SLEEPING: u32 = 2;
+
+impl Event {
+    #[cfg(not(loom))]
+    pub(crate) const fn new() -> Event {
+        Event {
+            word: AtomicU32::new(EVENT_IDLE),
+        }
+    }
+
+    /// Reports something to the sleeper, waking it if it sleeps.
+    #[inline]
+    pub(crate) fn notify(&self) {
+        if self.word.load(Ordering::Relaxed) == EVENT_NOTIFIED {
+            return;
+        }
+        if self.word.swap(EVENT_NOTIFIED, Ordering::Release) == EVENT_SLEEPING {
+            futex_wake_one(&self.word);
+        }
+    }
+
+    /// Sleeps up to `ms` milliseconds unless notified since the last call; returns whether
+    /// a notification came.
+    pub(crate) fn wait_ms(&self, ms: u32) -> bool {
+        if self
+            .word
+            .compare_exchange(EVENT_IDLE, EVENT_SLEEPING, Ordering::Acquire, Ordering::Acquire)
+            .is_ok()
+        {
+            futex_wait_ms(&self.word, EVENT_SLEEPING, Some(ms));
+        }
+        self.word.swap(EVENT_IDLE, Ordering::Acquire) == EVENT_NOTIFIED
+    }
+}
+
 #[cfg(not(loom))]
 fn futex_wait(word: &AtomicU32, expected: u32) {
+    futex_wait_ms(word, expected, None);
+}
+
+/// Sleeps while `*word == expected`, for at most `timeout_ms` when given.
+#[cfg(not(loom))]
+fn futex_wait_ms(word: &AtomicU32, expected: u32, timeout_ms: Option<u32>) {
+    let timeout = timeout_ms.map(|ms| libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+    });
+    let timeout_ptr = match &timeout {
+        Some(t) => t as *const libc::timespec,
+        None => core::ptr::null(),
+    };
     // SAFETY: FUTEX_WAIT reads the aligned u32 behind `word`, which lives as long as the
-    // call; a spurious or interrupted return is fine, the caller re-checks the state.
+    // call, and the relative timeout we own; a spurious or interrupted return is fine, the
+    // caller re-checks the state.
     unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
             libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
             expected,
-            core::ptr::null::<libc::timespec>(),
+            timeout_ptr,
         );
     }
 }
@@ -148,6 +227,11 @@ fn futex_wake_one(word: &AtomicU32) {
 
 #[cfg(loom)]
 fn futex_wait(_word: &AtomicU32, _expected: u32) {
+    loom::thread::yield_now();
+}
+
+#[cfg(loom)]
+fn futex_wait_ms(_word: &AtomicU32, _expected: u32, _timeout_ms: Option<u32>) {
     loom::thread::yield_now();
 }
 

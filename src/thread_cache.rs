@@ -25,16 +25,40 @@
 //! Invariants: `count == |list|`; `count <= limit` after every free; `limit_bytes ==
 //! sum over classes of limit * size <= byte budget` (the budget bounds what a thread can
 //! hold, the count bounds are checked on the slow path only).
+//!
+//! **Giving back idle blocks.** Active caches are linked into a registry (for statistics
+//! and trimming). Each trimming pass advances [`GC_EPOCH`]; a cache notices on its next slow
+//! path and, for every class that did not run dry since the last time (its low-water mark
+//! stayed above zero, so the blocks below it were not needed), flushes half of its blocks
+//! and halves its limit (not below a batch). A class in use keeps its blocks; an idle one
+//! shrinks geometrically. A thread that is parked never reaches a slow path, so what it
+//! keeps is bounded by its byte budget.
 
 use crate::block::{Batch, Block};
 use crate::central;
+use crate::config::{self, Setting};
 use crate::lifecycle;
 use crate::size_class::{SizeClass, NUM_CLASSES};
+use crate::sync::{AtomicU32, Mutex, Ordering};
 use core::cell::UnsafeCell;
 use core::ptr;
 
-/// Bytes a thread cache may hold at most, summed over its classes' limits.
-const BYTE_BUDGET: usize = 4 << 20;
+/// Advanced by every trimming pass; caches that see it change give back idle blocks.
+static GC_EPOCH: AtomicU32 = AtomicU32::new(0);
+
+/// The registry of active caches: a doubly linked list through `ThreadCache::prev/next`.
+struct Registry {
+    lock: Mutex,
+    head: UnsafeCell<*mut ThreadCache>,
+}
+
+// SAFETY: `head` and the links of registered caches are only touched with `lock` held.
+unsafe impl Sync for Registry {}
+
+static REGISTRY: Registry = Registry {
+    lock: Mutex::new(),
+    head: UnsafeCell::new(ptr::null_mut()),
+};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -48,8 +72,11 @@ enum State {
 #[repr(C)]
 struct Bin {
     head: *mut Block,
-    count: u32,
+    /// Written only by the owner (plain loads and stores), read by statistics.
+    count: AtomicU32,
     limit: u32,
+    /// The list ran dry since the last idle-block check.
+    went_empty: bool,
 }
 
 /// A thread's cache.
@@ -57,13 +84,18 @@ pub(crate) struct ThreadCache {
     bins: [Bin; NUM_CLASSES],
     state: State,
     limit_bytes: usize,
+    byte_budget: usize,
+    seen_epoch: u32,
+    prev: *mut ThreadCache,
+    next: *mut ThreadCache,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
 const EMPTY_BIN: Bin = Bin {
     head: ptr::null_mut(),
-    count: 0,
+    count: AtomicU32::new(0),
     limit: 0,
+    went_empty: false,
 };
 
 thread_local! {
@@ -74,6 +106,10 @@ thread_local! {
             bins: [EMPTY_BIN; NUM_CLASSES],
             state: State::Unset,
             limit_bytes: 0,
+            byte_budget: 0,
+            seen_epoch: 0,
+            prev: ptr::null_mut(),
+            next: ptr::null_mut(),
         })
     };
 }
@@ -105,7 +141,8 @@ pub(crate) fn alloc(class: SizeClass) -> *mut u8 {
         let block = (*bin).head;
         if !block.is_null() {
             (*bin).head = (*block).next;
-            (*bin).count -= 1;
+            let count = (*bin).count.load(Ordering::Relaxed);
+            (*bin).count.store(count - 1, Ordering::Relaxed);
             return block as *mut u8;
         }
         alloc_slow(cache, class)
@@ -123,10 +160,11 @@ pub(crate) unsafe fn free(block: *mut u8, class: SizeClass) {
     // SAFETY: the cache is this thread's; the caller hands the block over.
     unsafe {
         let bin = bin(cache, class);
-        if (*bin).count < (*bin).limit {
+        let count = (*bin).count.load(Ordering::Relaxed);
+        if count < (*bin).limit {
             (*block).next = (*bin).head;
             (*bin).head = block;
-            (*bin).count += 1;
+            (*bin).count.store(count + 1, Ordering::Relaxed);
             return;
         }
         free_slow(cache, class, block);
@@ -140,18 +178,23 @@ unsafe fn alloc_slow(cache: *mut ThreadCache, class: SizeClass) -> *mut u8 {
     if !unsafe { ensure_active(cache) } {
         return alloc_without_cache(class);
     }
+    // SAFETY: the cache is this thread's and active.
+    unsafe { give_back_idle_blocks_if_asked(cache) };
     let info = class.info();
     let mut batch = central::refill(class, info.batch as u32);
     // SAFETY: a refilled batch is a valid list of free blocks of the class; the bin is
     // empty (this is a miss), so the rest of the batch becomes its list.
-    unsafe {
+    let block = unsafe {
         let block = batch.pop();
         let bin = bin(cache, class);
         (*bin).head = batch.head;
-        (*bin).count = batch.count;
+        (*bin).count.store(batch.count, Ordering::Relaxed);
+        (*bin).went_empty = true;
         raise_limit(cache, class);
         block as *mut u8
-    }
+    };
+    crate::trim::tick();
+    block
 }
 
 #[cold]
@@ -163,22 +206,109 @@ unsafe fn free_slow(cache: *mut ThreadCache, class: SizeClass, block: *mut Block
         unsafe { free_without_cache(class, block) };
         return;
     }
+    // SAFETY: the cache is this thread's and active.
+    unsafe { give_back_idle_blocks_if_asked(cache) };
     // SAFETY: the cache is active; the list and count agree, so splitting is sound and the
     // flushed blocks are free blocks of the class.
     unsafe {
         let bin = bin(cache, class);
-        let mut list = Batch {
-            head: (*bin).head,
-            count: (*bin).count,
-        };
+        let mut list = take_list(bin);
         list.push(block);
         if list.count > (*bin).limit {
             let flushed = list.split_front(class.info().batch as u32);
             central::flush(class, flushed);
         }
         (*bin).head = list.head;
-        (*bin).count = list.count;
+        (*bin).count.store(list.count, Ordering::Relaxed);
     }
+    crate::trim::tick();
+}
+
+/// Empties a bin's list and returns it.
+///
+/// # Safety
+/// `bin` is a bin of this thread's cache.
+unsafe fn take_list(bin: *mut Bin) -> Batch {
+    // SAFETY: by the caller's promise.
+    unsafe {
+        let list = Batch {
+            head: (*bin).head,
+            count: (*bin).count.load(Ordering::Relaxed),
+        };
+        (*bin).head = ptr::null_mut();
+        (*bin).count.store(0, Ordering::Relaxed);
+        list
+    }
+}
+
+/// Flushes half of every class that did not run dry since the last check, if a trimming
+/// pass happened since then.
+///
+/// # Safety
+/// `cache` is this thread's active cache.
+unsafe fn give_back_idle_blocks_if_asked(cache: *mut ThreadCache) {
+    let epoch = GC_EPOCH.load(Ordering::Relaxed);
+    // SAFETY: by the caller's promise.
+    unsafe {
+        if (*cache).seen_epoch == epoch {
+            return;
+        }
+        (*cache).seen_epoch = epoch;
+        for index in 0..NUM_CLASSES {
+            let class = SizeClass::from_index_unchecked(index);
+            let info = class.info();
+            let bin = bin(cache, class);
+            if core::mem::take(&mut (*bin).went_empty) {
+                continue;
+            }
+            let lowered = ((*bin).limit / 2).max(info.batch as u32).min((*bin).limit);
+            (*cache).limit_bytes -= ((*bin).limit - lowered) as usize * info.size as usize;
+            (*bin).limit = lowered;
+            let mut list = take_list(bin);
+            let flushed = list.split_front(list.count.div_ceil(2));
+            central::flush(class, flushed);
+            (*bin).head = list.head;
+            (*bin).count.store(list.count, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Asks every thread cache to give back its idle blocks on its next slow path.
+pub(crate) fn ask_for_idle_blocks() {
+    GC_EPOCH.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Flushes all of this thread's cached blocks to the central lists (for `trim()`); the
+/// cache stays active.
+pub(crate) fn flush_this_thread() {
+    let cache = this_thread();
+    // SAFETY: the cache is this thread's; no reference is held across the flushes.
+    unsafe {
+        if (*cache).state != State::Active {
+            return;
+        }
+        for index in 0..NUM_CLASSES {
+            let class = SizeClass::from_index_unchecked(index);
+            let list = take_list(bin(cache, class));
+            central::flush(class, list);
+        }
+    }
+}
+
+/// Blocks of `class` cached by all registered threads (a racy sum, for statistics).
+pub(crate) fn cached_blocks(class: SizeClass) -> usize {
+    let _guard = REGISTRY.lock.lock();
+    let mut total = 0;
+    // SAFETY: we hold the registry lock, so every listed cache is alive (a thread
+    // unregisters before its cache goes away); counts are atomics.
+    unsafe {
+        let mut cache = *REGISTRY.head.get();
+        while !cache.is_null() {
+            total += (*bin(cache, class)).count.load(Ordering::Relaxed) as usize;
+            cache = (*cache).next;
+        }
+    }
+    total
 }
 
 /// Grows the limit of `class` by a batch after a miss, within `max_cached` and the budget.
@@ -192,7 +322,7 @@ unsafe fn raise_limit(cache: *mut ThreadCache, class: SizeClass) {
         let bin = bin(cache, class);
         let raised = ((*bin).limit + info.batch as u32).min(info.max_cached as u32);
         let extra_bytes = (raised - (*bin).limit) as usize * info.size as usize;
-        if (*cache).limit_bytes + extra_bytes <= BYTE_BUDGET {
+        if (*cache).limit_bytes + extra_bytes <= (*cache).byte_budget {
             (*cache).limit_bytes += extra_bytes;
             (*bin).limit = raised;
         }
@@ -217,16 +347,91 @@ unsafe fn ensure_active(cache: *mut ThreadCache) -> bool {
             (*cache).state = State::Unset;
             return false;
         }
+        // Every class starts with a limit of one batch, as far as the budget allows (a
+        // budget of 0 turns caching off: every operation goes to the central lists).
+        let budget = config::get(Setting::ThreadCacheBytes) as usize;
         let mut limit_bytes = 0;
         for index in 0..NUM_CLASSES {
             let class = SizeClass::from_index_unchecked(index);
             let info = class.info();
-            (*bin(cache, class)).limit = info.batch as u32;
-            limit_bytes += info.batch as usize * info.size as usize;
+            let bytes = info.batch as usize * info.size as usize;
+            if limit_bytes + bytes <= budget {
+                (*bin(cache, class)).limit = info.batch as u32;
+                limit_bytes += bytes;
+            }
         }
         (*cache).limit_bytes = limit_bytes;
+        (*cache).byte_budget = budget;
+        (*cache).seen_epoch = GC_EPOCH.load(Ordering::Relaxed);
+        register(cache);
         (*cache).state = State::Active;
         true
+    }
+}
+
+/// Links `cache` into the registry.
+///
+/// # Safety
+/// `cache` is this thread's cache and not registered.
+unsafe fn register(cache: *mut ThreadCache) {
+    let _guard = REGISTRY.lock.lock();
+    // SAFETY: we hold the registry lock; the head, if any, is a live registered cache.
+    unsafe {
+        let head = *REGISTRY.head.get();
+        (*cache).prev = ptr::null_mut();
+        (*cache).next = head;
+        if !head.is_null() {
+            (*head).prev = cache;
+        }
+        *REGISTRY.head.get() = cache;
+    }
+}
+
+/// Unlinks `cache` from the registry.
+///
+/// # Safety
+/// `cache` is this thread's registered cache.
+unsafe fn unregister(cache: *mut ThreadCache) {
+    let _guard = REGISTRY.lock.lock();
+    // SAFETY: we hold the registry lock; neighbours are live registered caches.
+    unsafe {
+        let (prev, next) = ((*cache).prev, (*cache).next);
+        if prev.is_null() {
+            *REGISTRY.head.get() = next;
+        } else {
+            (*prev).next = next;
+        }
+        if !next.is_null() {
+            (*next).prev = prev;
+        }
+    }
+}
+
+/// Fork support: take the registry lock before `fork`.
+pub(crate) fn lock_before_fork() {
+    REGISTRY.lock.raw_lock();
+}
+
+/// Fork support: release the registry lock in the parent.
+pub(crate) fn unlock_after_fork_in_parent() {
+    REGISTRY.lock.raw_unlock();
+}
+
+/// Fork support: in the child only the forking thread exists; its cache (if active) is
+/// the whole registry. The other threads' cached blocks are lost to the child.
+pub(crate) fn reset_after_fork_in_child() {
+    REGISTRY.lock.reset_in_child();
+    let cache = this_thread();
+    // SAFETY: single-threaded child; the cache is this thread's.
+    unsafe {
+        let head = if (*cache).state == State::Active {
+            (*cache).prev = ptr::null_mut();
+            (*cache).next = ptr::null_mut();
+            cache
+        } else {
+            ptr::null_mut()
+        };
+        *REGISTRY.head.get() = head;
     }
 }
 
@@ -237,18 +442,16 @@ pub(crate) fn tear_down_this_thread() {
     // SAFETY: the cache is this thread's. The state changes first, so a free that the
     // flush might trigger bypasses the cache.
     unsafe {
+        if (*cache).state == State::Active {
+            unregister(cache);
+        }
         (*cache).state = State::TornDown;
         (*cache).limit_bytes = 0;
         for index in 0..NUM_CLASSES {
             let class = SizeClass::from_index_unchecked(index);
             let bin = bin(cache, class);
-            let list = Batch {
-                head: (*bin).head,
-                count: (*bin).count,
-            };
-            (*bin).head = ptr::null_mut();
-            (*bin).count = 0;
             (*bin).limit = 0;
+            let list = take_list(bin);
             central::flush(class, list);
         }
     }

@@ -1,0 +1,197 @@
+//! Trimming: the pass that gives idle memory back to the OS, and what runs it.
+//!
+//! One pass ([`run_pass`]):
+//!
+//! 1. advances the thread caches' epoch, so each active cache gives back the blocks of the
+//!    classes it did not need since the last pass (on its next slow path);
+//! 2. returns batches that sat unused in the central transfer caches to their pools, so
+//!    pools that empty give their pages back to their arenas;
+//! 3. releases arena pages that stayed free longer than the decay time (`madvise`) and
+//!    unmaps empty arenas beyond the retained reserve;
+//! 4. unmaps cached large mappings older than the decay time.
+//!
+//! **Who runs it.** By default a background thread, started lazily from an allocation slow
+//! path (never while an allocator lock is held) with `pthread_create`, so no allocation of
+//! ours is involved. It runs a pass every trim interval while there is resident free memory,
+//! and otherwise sleeps until memory is freed (the `MEMORY_FREED` event), or for a long
+//! while. When the background thread is disabled, or cannot be started, the slow paths run
+//! the pass themselves, rate-limited by a tick counter and the clock (the "ticker" of
+//! snmalloc), so memory still comes back. [`trim_now`] runs a full pass (decay ignored) at
+//! once, for `ebbmalloc::trim()`.
+//!
+//! Only one pass runs at a time (`PASS_LOCK`); a ticker that finds it taken skips.
+
+use crate::config::{self, Setting};
+use crate::size_class::{SizeClass, NUM_CLASSES};
+use crate::sync::{AtomicU32, AtomicU64, Mutex, Ordering, MEMORY_FREED};
+use crate::{arena, central, large, os, thread_cache};
+use core::cell::Cell;
+
+/// Background thread states.
+const NOT_STARTED: u32 = 0;
+const STARTING: u32 = 1;
+const RUNNING: u32 = 2;
+/// It could not be started; the ticker takes over until the next fork.
+const FAILED: u32 = 3;
+
+static BACKGROUND: AtomicU32 = AtomicU32::new(NOT_STARTED);
+static PASS_LOCK: Mutex = Mutex::new();
+static LAST_PASS_MS: AtomicU32 = AtomicU32::new(0);
+static PASSES: AtomicU64 = AtomicU64::new(0);
+static RELEASED_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Slow-path operations between two looks at the clock.
+const TICKS_PER_CHECK: u32 = 64;
+/// How long the background thread sleeps when there is nothing to release.
+const IDLE_SLEEP_MS: u32 = 10_000;
+/// Stack of the background thread: the pass needs little.
+const BACKGROUND_STACK_BYTES: usize = 256 << 10;
+
+thread_local! {
+    static TICKS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Called by the allocation slow paths, with no lock held: starts the background thread
+/// when due, or runs a rate-limited pass when it is off.
+#[inline]
+pub(crate) fn tick() {
+    let ticks = TICKS.with(|ticks| {
+        let n = ticks.get().wrapping_add(1);
+        ticks.set(n);
+        n
+    });
+    if ticks % TICKS_PER_CHECK == 0 {
+        on_check();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn on_check() {
+    if config::enabled(Setting::BackgroundThread) {
+        match BACKGROUND.load(Ordering::Relaxed) {
+            RUNNING | STARTING => return,
+            NOT_STARTED => {
+                if start_background_thread() {
+                    return;
+                }
+            }
+            _ => {}
+        }
+    }
+    let now = os::now_ms();
+    let interval = config::get(Setting::TrimIntervalMs) as u32;
+    if now.wrapping_sub(LAST_PASS_MS.load(Ordering::Relaxed)) >= interval {
+        if let Some(_guard) = PASS_LOCK.try_lock() {
+            run_pass(now, false);
+        }
+    }
+}
+
+/// Runs a full pass now, decay ignored, after flushing the calling thread's cache and the
+/// transfer caches. Returns the bytes given back to the OS.
+pub(crate) fn trim_now() -> usize {
+    thread_cache::flush_this_thread();
+    let _guard = PASS_LOCK.lock();
+    run_pass(os::now_ms(), true)
+}
+
+/// Passes so far and bytes they gave back.
+pub(crate) fn totals() -> (u64, u64) {
+    (
+        PASSES.load(Ordering::Relaxed),
+        RELEASED_BYTES.load(Ordering::Relaxed),
+    )
+}
+
+/// One pass; the caller holds `PASS_LOCK`. `everything`: ignore decay and idleness.
+fn run_pass(now: u32, everything: bool) -> usize {
+    LAST_PASS_MS.store(now, Ordering::Relaxed);
+    thread_cache::ask_for_idle_blocks();
+    for index in 0..NUM_CLASSES {
+        if let Some(class) = SizeClass::from_index(index) {
+            central::trim(class, everything);
+        }
+    }
+    let decay = if everything {
+        0
+    } else {
+        config::get(Setting::DecayMs) as u32
+    };
+    let retained = config::get(Setting::RetainedArenas) as usize;
+    let released = arena::trim(now, decay, retained, config::purge()) + large::trim(now, decay);
+    PASSES.fetch_add(1, Ordering::Relaxed);
+    RELEASED_BYTES.fetch_add(released as u64, Ordering::Relaxed);
+    released
+}
+
+/// Starts the background thread; false if it could not be started (the ticker then runs
+/// the passes).
+fn start_background_thread() -> bool {
+    if BACKGROUND
+        .compare_exchange(NOT_STARTED, STARTING, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        return true;
+    }
+    // SAFETY: plain pthread calls on attributes and a thread handle we own; the thread
+    // function is `extern "C"` and takes no argument. glibc maps the new stack itself.
+    let started = unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        let mut thread: libc::pthread_t = 0;
+        libc::pthread_attr_init(&mut attr);
+        libc::pthread_attr_setstacksize(&mut attr, BACKGROUND_STACK_BYTES);
+        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        let rc = libc::pthread_create(&mut thread, &attr, background_main, core::ptr::null_mut());
+        libc::pthread_attr_destroy(&mut attr);
+        rc == 0
+    };
+    BACKGROUND.store(if started { RUNNING } else { FAILED }, Ordering::Release);
+    started
+}
+
+extern "C" fn background_main(_arg: *mut libc::c_void) -> *mut libc::c_void {
+    // SAFETY: naming our own thread; the name is NUL-terminated and under 16 bytes.
+    unsafe {
+        libc::pthread_setname_np(libc::pthread_self(), c"ebbmalloc-trim".as_ptr());
+    }
+    while config::enabled(Setting::BackgroundThread) {
+        let released = {
+            let _guard = PASS_LOCK.lock();
+            run_pass(os::now_ms(), false)
+        };
+        if released > 0 && config::enabled(Setting::Verbose) {
+            crate::stats::print_line(format_args!(
+                "ebbmalloc: background pass released {} KiB\n",
+                released >> 10
+            ));
+        }
+        // With resident free memory, come back after an interval (frees in the meantime
+        // do not wake us: their pages are younger than the decay anyway); otherwise sleep
+        // until memory is freed.
+        if arena::has_dirty_pages() || large::mapped_bytes().1 > 0 {
+            os::sleep_ms(config::get(Setting::TrimIntervalMs) as u32);
+        } else {
+            MEMORY_FREED.wait_ms(IDLE_SLEEP_MS);
+        }
+    }
+    BACKGROUND.store(NOT_STARTED, Ordering::Release);
+    core::ptr::null_mut()
+}
+
+/// Fork support: take the pass lock before `fork` (a pass in progress elsewhere finishes
+/// first).
+pub(crate) fn lock_before_fork() {
+    PASS_LOCK.raw_lock();
+}
+
+/// Fork support: release the pass lock in the parent.
+pub(crate) fn unlock_after_fork_in_parent() {
+    PASS_LOCK.raw_unlock();
+}
+
+/// Fork support: the child has no background thread; it starts again lazily.
+pub(crate) fn reset_after_fork_in_child() {
+    PASS_LOCK.reset_in_child();
+    BACKGROUND.store(NOT_STARTED, Ordering::Relaxed);
+}
