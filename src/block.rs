@@ -76,6 +76,9 @@ impl Batch {
             (*last).next = ptr::null_mut();
         }
         self.count -= n;
-        Batch { head: front, count: n }
+        Batch {
+            head: front,
+            count: n,
+        }
     }
 }

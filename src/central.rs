@@ -23,7 +23,7 @@
 //! held since the last pass, and the oldest that many were not needed by anybody.
 
 use crate::arena;
-use crate::block::{Batch, Block};
+use crate::block::Batch;
 use crate::pool::{Pool, NOT_LISTED};
 use crate::size_class::{SizeClass, NUM_CLASSES};
 use crate::sync::Mutex;
@@ -236,7 +236,7 @@ impl CentralLists {
             unsafe {
                 let pool = arena::pool_of(block as *mut u8, class);
                 let was_exhausted = !(*pool).has_room();
-                (*pool).put(block as *mut Block);
+                (*pool).put(block);
                 self.blocks_out -= 1;
                 if (*pool).used == 0 {
                     self.unfile(pool);
@@ -319,6 +319,11 @@ impl CentralLists {
 /// `pool` is live and its class lock is held.
 unsafe fn bin_for(pool: *mut Pool) -> u8 {
     // SAFETY: by the caller's promises.
-    let (used, blocks) = unsafe { ((*pool).used as usize, (*pool).class().info().blocks_per_pool) };
+    let (used, blocks) = unsafe {
+        (
+            (*pool).used as usize,
+            (*pool).class().info().blocks_per_pool,
+        )
+    };
     (used * FULLNESS_BINS / blocks as usize).min(FULLNESS_BINS - 1) as u8
 }

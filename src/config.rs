@@ -130,8 +130,11 @@ pub(crate) fn get(setting: Setting) -> u64 {
     let raw = VALUES[setting as usize].load(Ordering::Relaxed);
     if raw == u64::MAX {
         // Read before set-up (or set-up never ran): the default.
-        parse(&SETTINGS[setting as usize], SETTINGS[setting as usize].default.as_bytes())
-            .unwrap_or(0)
+        parse(
+            &SETTINGS[setting as usize],
+            SETTINGS[setting as usize].default.as_bytes(),
+        )
+        .unwrap_or(0)
     } else {
         raw & !SET_BY_PROGRAM
     }
@@ -184,12 +187,8 @@ pub(crate) fn read_environment() {
             }
         };
         // Leave values the program set before set-up alone.
-        let _ = VALUES[index].compare_exchange(
-            u64::MAX,
-            value,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
+        let _ =
+            VALUES[index].compare_exchange(u64::MAX, value, Ordering::Relaxed, Ordering::Relaxed);
     }
 }
 
@@ -315,7 +314,11 @@ mod tests {
     #[test]
     fn defaults_parse_and_bad_values_are_refused() {
         for info in SETTINGS.iter() {
-            assert!(parse(info, info.default.as_bytes()).is_some(), "{}", info.name);
+            assert!(
+                parse(info, info.default.as_bytes()).is_some(),
+                "{}",
+                info.name
+            );
             assert!(parse(info, b"not a value").is_none(), "{}", info.name);
             assert!(info.env.len() < 63);
         }
@@ -331,13 +334,28 @@ mod tests {
 
     #[test]
     fn table_order_matches_the_setting_indices() {
-        assert_eq!(SETTINGS[Setting::BackgroundThread as usize].name, "background_thread");
-        assert_eq!(SETTINGS[Setting::TrimIntervalMs as usize].name, "trim_interval_ms");
+        assert_eq!(
+            SETTINGS[Setting::BackgroundThread as usize].name,
+            "background_thread"
+        );
+        assert_eq!(
+            SETTINGS[Setting::TrimIntervalMs as usize].name,
+            "trim_interval_ms"
+        );
         assert_eq!(SETTINGS[Setting::DecayMs as usize].name, "decay_ms");
-        assert_eq!(SETTINGS[Setting::RetainedArenas as usize].name, "retained_arenas");
-        assert_eq!(SETTINGS[Setting::ThreadCacheBytes as usize].name, "thread_cache_bytes");
+        assert_eq!(
+            SETTINGS[Setting::RetainedArenas as usize].name,
+            "retained_arenas"
+        );
+        assert_eq!(
+            SETTINGS[Setting::ThreadCacheBytes as usize].name,
+            "thread_cache_bytes"
+        );
         assert_eq!(SETTINGS[Setting::Purge as usize].name, "purge");
-        assert_eq!(SETTINGS[Setting::StatsAtExit as usize].name, "stats_at_exit");
+        assert_eq!(
+            SETTINGS[Setting::StatsAtExit as usize].name,
+            "stats_at_exit"
+        );
         assert_eq!(SETTINGS[Setting::Verbose as usize].name, "verbose");
     }
 }

@@ -7,7 +7,11 @@
 pub(crate) fn fatal(message: &str, address: usize) -> ! {
     let mut line = [0u8; 256];
     let mut len = 0;
-    for part in [b"ebbmalloc: ".as_slice(), message.as_bytes(), b" 0x".as_slice()] {
+    for part in [
+        b"ebbmalloc: ".as_slice(),
+        message.as_bytes(),
+        b" 0x".as_slice(),
+    ] {
         let take = part.len().min(line.len() - 20 - len);
         line[len..len + take].copy_from_slice(&part[..take]);
         len += take;
@@ -25,9 +29,9 @@ pub(crate) fn fatal(message: &str, address: usize) -> ! {
 /// Writes `value` in lowercase hex without leading zeros; returns the digits written.
 fn write_hex(value: usize, out: &mut [u8]) -> usize {
     let digits = ((usize::BITS - value.leading_zeros()).div_ceil(4)).max(1) as usize;
-    for i in 0..digits {
+    for (i, digit) in out[..digits].iter_mut().enumerate() {
         let nibble = (value >> ((digits - 1 - i) * 4)) & 0xf;
-        out[i] = b"0123456789abcdef"[nibble];
+        *digit = b"0123456789abcdef"[nibble];
     }
     digits
 }

@@ -115,7 +115,11 @@ pub(crate) unsafe fn free(ptr: *mut u8) {
     // SAFETY: by the caller's promise the header is ours.
     let (base, map_len, offset) = unsafe {
         let header = header_of(ptr);
-        ((*header).base, (*header).map_len, ptr as usize - (*header).base as usize)
+        (
+            (*header).base,
+            (*header).map_len,
+            ptr as usize - (*header).base as usize,
+        )
     };
     if offset == PAGE_SIZE && map_len <= CACHE_MAX_MAP_BYTES {
         put_cached(base, map_len);
@@ -351,7 +355,10 @@ mod tests {
         for len in (1..(64 << 20)).step_by(4093) {
             let rounded = round_map_len(len).unwrap();
             assert!(rounded >= len && rounded % PAGE_SIZE == 0);
-            assert!(rounded - len < rounded / 4 + PAGE_SIZE, "{len} -> {rounded}");
+            assert!(
+                rounded - len < rounded / 4 + PAGE_SIZE,
+                "{len} -> {rounded}"
+            );
         }
     }
 
@@ -363,11 +370,15 @@ mod tests {
             assert_eq!(p as usize % align, 0);
             // SAFETY: a live large block of 300 KiB.
             unsafe {
-                assert!(core::slice::from_raw_parts(p, 300 << 10).iter().all(|&b| b == 0));
+                assert!(core::slice::from_raw_parts(p, 300 << 10)
+                    .iter()
+                    .all(|&b| b == 0));
                 p.write_bytes(0x5a, 300 << 10);
                 let q = realloc(p, 3 << 20);
                 assert_eq!(q as usize % align, 0);
-                assert!(core::slice::from_raw_parts(q, 300 << 10).iter().all(|&b| b == 0x5a));
+                assert!(core::slice::from_raw_parts(q, 300 << 10)
+                    .iter()
+                    .all(|&b| b == 0x5a));
                 free(q);
             }
         }

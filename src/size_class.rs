@@ -96,7 +96,9 @@ impl SizeClass {
             let size = (size + align - 1) & !(align - 1);
             if size <= TABLE_MAX {
                 // SAFETY: `(size + 7) / 8 <= TABLE_MAX / 8` and the table has one more entry.
-                return Some(SizeClass(unsafe { *CLASS_TABLE.get_unchecked((size + 7) >> 3) }));
+                return Some(SizeClass(unsafe {
+                    *CLASS_TABLE.get_unchecked((size + 7) >> 3)
+                }));
             }
             if size <= MAX_CLASS_SIZE {
                 return Some(SizeClass(class_index_by_arithmetic(size)));
@@ -130,7 +132,11 @@ impl SizeClass {
 const fn class_index_by_arithmetic(size: usize) -> u8 {
     if size <= 64 {
         // 8, 16, ..., 64 are classes 0..=7.
-        return if size == 0 { 0 } else { (size.div_ceil(8) - 1) as u8 };
+        return if size == 0 {
+            0
+        } else {
+            (size.div_ceil(8) - 1) as u8
+        };
     }
     if size <= 128 {
         // 80, 96, 112, 128 are classes 8..=11.
@@ -261,7 +267,10 @@ mod tests {
     fn waste_stays_under_a_quarter() {
         for size in 25..=MAX_CLASS_SIZE {
             let class_size = SizeClass::for_layout(size, 1).unwrap().size();
-            assert!((class_size - size) * 4 < class_size, "size {size} -> {class_size}");
+            assert!(
+                (class_size - size) * 4 < class_size,
+                "size {size} -> {class_size}"
+            );
         }
     }
 
@@ -274,7 +283,11 @@ mod tests {
         }
         // Requests aligned to 16 never get an 8-aligned class.
         for size in 1..=256 {
-            assert_eq!(SizeClass::for_layout(size, 16).unwrap().size() % 16, 0, "{size}");
+            assert_eq!(
+                SizeClass::for_layout(size, 16).unwrap().size() % 16,
+                0,
+                "{size}"
+            );
         }
     }
 
@@ -282,8 +295,8 @@ mod tests {
     fn alignment_requests_pick_an_aligned_class() {
         let mut align = 1;
         while align <= MAX_CLASS_SIZE {
-            for i in 0..NUM_CLASSES {
-                let s = CLASS_INFO[i].size as usize;
+            for info in CLASS_INFO.iter() {
+                let s = info.size as usize;
                 for size in [s - 1, s, s + 1] {
                     match SizeClass::for_layout(size, align) {
                         Some(class) => {
@@ -306,9 +319,12 @@ mod tests {
             let pages = info.pool_pages as usize;
             let align = info.pool_align_pages as usize;
             let bytes = pages * PAGE_SIZE;
-            assert!(pages >= 1 && pages <= USABLE_PAGES, "{info:?}");
+            assert!((1..=USABLE_PAGES).contains(&pages), "{info:?}");
             // There is an aligned start page >= 1 where the pool ends inside the arena.
-            assert!(align.max(1) + pages <= crate::consts::PAGES_PER_ARENA, "{info:?}");
+            assert!(
+                align.max(1) + pages <= crate::consts::PAGES_PER_ARENA,
+                "{info:?}"
+            );
             assert_eq!(info.blocks_per_pool as usize, bytes / info.size as usize);
             assert!((bytes % info.size as usize) * 8 <= bytes, "{info:?}");
             let natural = 1usize << info.size.trailing_zeros();

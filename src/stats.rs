@@ -112,8 +112,7 @@ pub fn stats() -> Stats {
     stats.active_bytes = arenas.pool_pages * PAGE_SIZE + large_live;
     stats.resident_bytes = arena::resident_bytes() + large_mapped;
     stats.mapped_bytes = (arenas.mapped + arenas.reserved_unused) * ARENA_SIZE + large_mapped;
-    stats.retained_bytes =
-        arenas.released_pages * PAGE_SIZE + arenas.reserved_unused * ARENA_SIZE;
+    stats.retained_bytes = arenas.released_pages * PAGE_SIZE + arenas.reserved_unused * ARENA_SIZE;
     stats.arenas_full = arenas.full;
     stats.arenas_partial = arenas.partial;
     stats.arenas_empty = arenas.empty;
@@ -129,11 +128,26 @@ pub fn print_stats() {
     let s = stats();
     let mib = |bytes: usize| bytes as f64 / (1 << 20) as f64;
     print_line(format_args!("ebbmalloc statistics\n"));
-    print_line(format_args!("  allocated  {:>12.2} MiB\n", mib(s.allocated_bytes)));
-    print_line(format_args!("  active     {:>12.2} MiB\n", mib(s.active_bytes)));
-    print_line(format_args!("  resident   {:>12.2} MiB\n", mib(s.resident_bytes)));
-    print_line(format_args!("  mapped     {:>12.2} MiB\n", mib(s.mapped_bytes)));
-    print_line(format_args!("  retained   {:>12.2} MiB\n", mib(s.retained_bytes)));
+    print_line(format_args!(
+        "  allocated  {:>12.2} MiB\n",
+        mib(s.allocated_bytes)
+    ));
+    print_line(format_args!(
+        "  active     {:>12.2} MiB\n",
+        mib(s.active_bytes)
+    ));
+    print_line(format_args!(
+        "  resident   {:>12.2} MiB\n",
+        mib(s.resident_bytes)
+    ));
+    print_line(format_args!(
+        "  mapped     {:>12.2} MiB\n",
+        mib(s.mapped_bytes)
+    ));
+    print_line(format_args!(
+        "  retained   {:>12.2} MiB\n",
+        mib(s.retained_bytes)
+    ));
     print_line(format_args!(
         "  arenas     {} full, {} partial, {} empty, {} released\n",
         s.arenas_full, s.arenas_partial, s.arenas_empty, s.arenas_released
@@ -151,7 +165,11 @@ pub fn print_stats() {
         "  {:>8} {:>12} {:>12} {:>8}\n",
         "class", "live", "cached", "pools"
     ));
-    for class in s.classes.iter().filter(|c| c.live_blocks + c.cached_blocks + c.pools > 0) {
+    for class in s
+        .classes
+        .iter()
+        .filter(|c| c.live_blocks + c.cached_blocks + c.pools > 0)
+    {
         print_line(format_args!(
             "  {:>8} {:>12} {:>12} {:>8}\n",
             class.block_size, class.live_blocks, class.cached_blocks, class.pools

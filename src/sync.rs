@@ -173,7 +173,12 @@ impl Event {
     pub(crate) fn wait_ms(&self, ms: u32) -> bool {
         if self
             .word
-            .compare_exchange(EVENT_IDLE, EVENT_SLEEPING, Ordering::Acquire, Ordering::Acquire)
+            .compare_exchange(
+                EVENT_IDLE,
+                EVENT_SLEEPING,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            )
             .is_ok()
         {
             futex_wait_ms(&self.word, EVENT_SLEEPING, Some(ms));

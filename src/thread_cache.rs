@@ -128,7 +128,11 @@ fn this_thread() -> *mut ThreadCache {
 #[inline(always)]
 unsafe fn bin(cache: *mut ThreadCache, class: SizeClass) -> *mut Bin {
     // SAFETY: the class index is below NUM_CLASSES, the length of `bins`.
-    unsafe { ptr::addr_of_mut!((*cache).bins).cast::<Bin>().add(class.index()) }
+    unsafe {
+        ptr::addr_of_mut!((*cache).bins)
+            .cast::<Bin>()
+            .add(class.index())
+    }
 }
 
 /// A block of `class`, or null when memory is exhausted.

@@ -71,11 +71,7 @@ fn on_check() {
     if config::enabled(Setting::BackgroundThread) {
         match BACKGROUND.load(Ordering::Relaxed) {
             RUNNING | STARTING => return,
-            NOT_STARTED => {
-                if start_background_thread() {
-                    return;
-                }
-            }
+            NOT_STARTED if start_background_thread() => return,
             _ => {}
         }
     }
