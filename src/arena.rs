@@ -12,7 +12,7 @@
 //! | `magic`                | written once when the arena is made                    |
 //! | `occupancy`            | atomic; written under the arena lock, read anywhere    |
 //! | `free_pages`, `list`, `prev`, `next` | the arena lock                            |
-//! | `page_pool[p]`         | written under the arena lock while page `p` is free; read by the owner of the pool on `p` |
+//! | `page_pool[p]`         | atomic; written under the arena lock when page `p` joins or leaves a pool (0: none); read anywhere |
 //! | `pools[s]`             | the central lock of the pool's class (see `pool.rs`)   |
 //!
 //! A page of an arena is in one of three states:
@@ -33,6 +33,7 @@
 //! pages that stayed free longer than the decay time and unmaps empty arenas beyond a small
 //! retained reserve; it runs from `trim.rs`, never from the allocation paths.
 
+use crate::chunk_map;
 use crate::consts::{
     ARENAS_PER_RESERVATION, ARENA_MASK, ARENA_SIZE, PAGES_PER_ARENA, PAGE_SHIFT, PAGE_SIZE,
     USABLE_PAGES,
@@ -41,12 +42,12 @@ use crate::fatal::fatal;
 use crate::os;
 use crate::pool::Pool;
 use crate::size_class::SizeClass;
-use crate::sync::{AtomicU32, AtomicUsize, Mutex, Ordering, MEMORY_FREED};
+use crate::sync::{AtomicU32, AtomicU8, AtomicUsize, Mutex, Ordering, MEMORY_FREED};
 use core::cell::UnsafeCell;
 use core::ptr;
 
 /// Tells an arena header from anything else ("ebbarena").
-pub(crate) const ARENA_MAGIC: u64 = 0x6562_6261_7265_6e61;
+const ARENA_MAGIC: u64 = 0x6562_6261_7265_6e61;
 
 /// `list` of an arena that is in no occupancy list (full).
 const NOT_LISTED: u8 = u8::MAX;
@@ -63,7 +64,7 @@ pub(crate) struct Arena {
     /// Bit `p` set: page `p` is free and its memory was given back to the OS.
     released_pages: u64,
     /// For a page in a pool: the pool's first page.
-    page_pool: [u8; PAGES_PER_ARENA],
+    page_pool: [AtomicU8; PAGES_PER_ARENA],
     /// For a free dirty page: when it became free (`os::now_ms`).
     freed_at_ms: [u32; PAGES_PER_ARENA],
     prev: *mut Arena,
@@ -139,7 +140,7 @@ pub(crate) unsafe fn pool_of(block: *mut u8, class: SizeClass) -> *mut Pool {
         if (*arena).magic != ARENA_MAGIC || page == 0 {
             fatal("invalid free of", block as usize);
         }
-        let start = (*arena).page_pool[page] as usize;
+        let start = (*arena).page_pool[page].load(Ordering::Relaxed) as usize;
         let pool = pool_at(arena, start);
         let pool_start = arena as usize + start * PAGE_SIZE;
         if start == 0
@@ -149,6 +150,39 @@ pub(crate) unsafe fn pool_of(block: *mut u8, class: SizeClass) -> *mut Pool {
             fatal("invalid free of", block as usize);
         }
         pool
+    }
+}
+
+/// Whether the chunk at `chunk` is an arena (rather than a large mapping's header slot).
+///
+/// # Safety
+/// The chunk is in the chunk map, so its first page is mapped and ours.
+pub(crate) unsafe fn is_arena(chunk: usize) -> bool {
+    // SAFETY: by the caller's promise.
+    unsafe { (*(chunk as *const Arena)).magic == ARENA_MAGIC }
+}
+
+/// The class of `block` if it is the start of a block in a live pool of an arena, read
+/// without a lock from fields that do not change while the pool lives (for the C ABI,
+/// whose `free` carries no size).
+///
+/// # Safety
+/// `arena_of(block)` is a live arena (its chunk is in the chunk map).
+pub(crate) unsafe fn class_of_block(block: *mut u8) -> Option<SizeClass> {
+    let arena = arena_of(block);
+    let page = (block as usize - arena as usize) >> PAGE_SHIFT;
+    // SAFETY: the header is live by the caller's promise; `page < PAGES_PER_ARENA`.
+    unsafe {
+        let start = (*arena).page_pool[page].load(Ordering::Relaxed) as usize;
+        if start == 0 {
+            return None;
+        }
+        let pool = pool_at(arena, start);
+        let class = (*pool).class();
+        let pool_start = arena as usize + start * PAGE_SIZE;
+        let offset = block as usize - pool_start;
+        let blocks_end = (*pool).end as usize - pool_start;
+        (offset < blocks_end && offset % class.size() == 0).then_some(class)
     }
 }
 
@@ -223,6 +257,9 @@ pub(crate) unsafe fn release_pool(pool: *mut Pool) {
             lists.unlink(arena);
             (*arena).free_pages |= run_mask(start, pages);
             (&mut (*arena).freed_at_ms)[start..start + pages].fill(now);
+            for page in &(&(*arena).page_pool)[start..start + pages] {
+                page.store(0, Ordering::Relaxed);
+            }
             (*arena)
                 .occupancy
                 .fetch_sub(pages as u32, Ordering::Relaxed);
@@ -443,6 +480,7 @@ unsafe fn forget_arena(arena: *mut Arena) {
         Ordering::Relaxed,
     );
     ARENAS.mapped.fetch_sub(1, Ordering::Relaxed);
+    chunk_map::remove(arena as usize);
 }
 
 /// Fork support: take the arena lock before `fork`.
@@ -488,7 +526,7 @@ impl ArenaLists {
                 .dirty_pages
                 .fetch_sub(pages - released, Ordering::Relaxed);
             for page in start..start + pages {
-                (*arena).page_pool[page] = start as u8;
+                (*arena).page_pool[page].store(start as u8, Ordering::Relaxed);
             }
             self.link(arena);
             let pool = pool_at(arena, start);
@@ -568,6 +606,9 @@ impl ArenaLists {
             self.reserve_left = ARENAS_PER_RESERVATION;
         }
         let arena = self.reserve_next as *mut Arena;
+        if !chunk_map::insert(arena as usize) {
+            return ptr::null_mut();
+        }
         self.reserve_next = self.reserve_next.wrapping_add(ARENA_SIZE);
         self.reserve_left -= 1;
         ARENAS.mapped.fetch_add(1, Ordering::Relaxed);

@@ -4,10 +4,14 @@
 //! more strictly aligned gets a mapping of its own (`large.rs`). Rust's `dealloc` and
 //! `realloc` pass the layout, so the class of a block is recomputed from it rather than
 //! looked up: `SizeClass::for_layout` is a pure function of the layout.
+//!
+//! C's `free` carries no size: [`owner_of`] finds what a pointer is from the chunk map and
+//! the header of its chunk, in O(1), and rejects pointers that are not blocks of ours.
 
-use crate::large;
+use crate::consts::ARENA_MASK;
+use crate::large::{self, LargeState};
 use crate::size_class::SizeClass;
-use crate::thread_cache;
+use crate::{arena, chunk_map, thread_cache};
 use core::ptr;
 
 /// A block of at least `size` bytes aligned to `align` (a power of two), or null.
@@ -79,4 +83,48 @@ pub(crate) unsafe fn realloc(
         }
     }
     moved
+}
+
+/// What a pointer of unknown origin is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Owner {
+    /// A block of a size class.
+    Class(SizeClass),
+    /// A live large block.
+    Large,
+    /// A large block that was freed already.
+    FreedLarge,
+}
+
+/// What `ptr` is, or `None` when it is not the start of a block of ours (a foreign,
+/// interior or wild pointer). Reads no memory that is not ours.
+pub(crate) fn owner_of(ptr: *mut u8) -> Option<Owner> {
+    let chunk = (ptr as usize).wrapping_sub(1) & ARENA_MASK;
+    if !chunk_map::contains(chunk) {
+        return None;
+    }
+    // SAFETY: the chunk map says the chunk holds a live header of ours.
+    unsafe {
+        if arena::is_arena(chunk) {
+            return arena::class_of_block(ptr).map(Owner::Class);
+        }
+        match large::state_of(ptr) {
+            LargeState::Live => Some(Owner::Large),
+            LargeState::Freed => Some(Owner::FreedLarge),
+            LargeState::NotABlock => None,
+        }
+    }
+}
+
+/// Bytes usable in a live block whose owner is known.
+///
+/// # Safety
+/// `ptr` is a live block of ours and `owner` is what [`owner_of`] said of it.
+pub(crate) unsafe fn usable_size(ptr: *mut u8, owner: Owner) -> usize {
+    match owner {
+        Owner::Class(class) => class.size(),
+        // SAFETY: the caller's promise.
+        Owner::Large => unsafe { large::usable_size(ptr) },
+        Owner::FreedLarge => 0,
+    }
 }

@@ -23,6 +23,7 @@
 //! buffers does not make two system calls per round; the oldest entry is unmapped when a
 //! new one comes in, and trimming ([`trim`]) unmaps entries older than the decay time.
 
+use crate::chunk_map;
 use crate::consts::{ARENA_MASK, ARENA_SIZE, PAGE_SIZE};
 use crate::fatal::fatal;
 use crate::os;
@@ -31,7 +32,10 @@ use core::cell::UnsafeCell;
 use core::ptr;
 
 /// Tells a large-mapping header from an arena header ("ebblarge").
-pub(crate) const LARGE_MAGIC: u64 = 0x6562_626c_6172_6765;
+const LARGE_MAGIC: u64 = 0x6562_626c_6172_6765;
+/// The magic of a mapping that sits freed in the cache ("ebbfreed"): a second free of its
+/// block is a double free.
+const FREED_MAGIC: u64 = 0x6562_6266_7265_6564;
 
 /// Freed mappings kept for reuse.
 const CACHE_ENTRIES: usize = 8;
@@ -43,6 +47,8 @@ struct LargeHeader {
     magic: u64,
     base: *mut u8,
     map_len: usize,
+    /// The block this header describes, to tell it from interior pointers.
+    block: *mut u8,
 }
 
 #[derive(Clone, Copy)]
@@ -102,9 +108,15 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     if base.is_null() {
         return base;
     }
-    MAPPED_BYTES.fetch_add(map_len, Ordering::Relaxed);
     // SAFETY: a fresh mapping of ours, `map_len` long; fresh pages are already zero.
-    unsafe { set_up(base, offset, map_len) }
+    let ptr = unsafe { set_up(base, offset, map_len) };
+    if !chunk_map::insert(header_address(ptr) as usize) {
+        // SAFETY: the mapping is ours and unused.
+        unsafe { os::unmap(base, map_len) };
+        return ptr::null_mut();
+    }
+    MAPPED_BYTES.fetch_add(map_len, Ordering::Relaxed);
+    ptr
 }
 
 /// Frees a large block.
@@ -113,18 +125,18 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
 /// `ptr` was returned by [`alloc`] or [`realloc`] and is not used again.
 pub(crate) unsafe fn free(ptr: *mut u8) {
     // SAFETY: by the caller's promise the header is ours.
-    let (base, map_len, offset) = unsafe {
+    let (header, base, map_len) = unsafe {
         let header = header_of(ptr);
-        (
-            (*header).base,
-            (*header).map_len,
-            ptr as usize - (*header).base as usize,
-        )
+        (header, (*header).base, (*header).map_len)
     };
+    let offset = ptr as usize - base as usize;
     if offset == PAGE_SIZE && map_len <= CACHE_MAX_MAP_BYTES {
+        // SAFETY: the header is ours; marking it freed makes a second free detectable.
+        unsafe { (*header).magic = FREED_MAGIC };
         put_cached(base, map_len);
     } else {
         MAPPED_BYTES.fetch_sub(map_len, Ordering::Relaxed);
+        chunk_map::remove(header as usize);
         // SAFETY: the mapping is ours and its block is dead.
         unsafe { os::unmap(base, map_len) };
     }
@@ -159,7 +171,12 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
             return new_base;
         }
         let new_ptr = new_base.add(offset);
+        chunk_map::remove(header as usize);
         let header = header_of(new_ptr);
+        (*header).block = new_ptr;
+        if !chunk_map::insert(header as usize) {
+            fatal("cannot record the moved large mapping at", new_ptr as usize);
+        }
         (*header).base = new_base;
         (*header).map_len = new_len;
         account_resize(old_len, new_len);
@@ -216,6 +233,7 @@ pub(crate) fn trim(now_ms: u32, decay_ms: u32) -> usize {
 fn forget_cached(entry: &CachedMapping) {
     MAPPED_BYTES.fetch_sub(entry.map_len, Ordering::Relaxed);
     CACHED_BYTES.fetch_sub(entry.map_len, Ordering::Relaxed);
+    chunk_map::remove(entry.base as usize);
     // SAFETY: a cached mapping is ours and unused; it left the cache under the lock.
     unsafe { os::unmap(entry.base, entry.map_len) };
 }
@@ -260,7 +278,47 @@ unsafe fn set_up(base: *mut u8, offset: usize, map_len: usize) -> *mut u8 {
         (*header).magic = LARGE_MAGIC;
         (*header).base = base;
         (*header).map_len = map_len;
+        (*header).block = ptr;
         ptr
+    }
+}
+
+/// What a header slot says of `ptr`: a live large block, a freed (cached) one, or neither.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum LargeState {
+    Live,
+    Freed,
+    NotABlock,
+}
+
+/// Whether `ptr` is exactly a large block of ours (and whether it is live).
+///
+/// # Safety
+/// `header_address(ptr)` is a chunk in the chunk map whose magic is a large magic.
+pub(crate) unsafe fn state_of(ptr: *mut u8) -> LargeState {
+    let header = header_address(ptr);
+    // SAFETY: by the caller's promise the header slot is mapped and ours.
+    unsafe {
+        if (*header).block != ptr {
+            return LargeState::NotABlock;
+        }
+        match (*header).magic {
+            LARGE_MAGIC => LargeState::Live,
+            FREED_MAGIC => LargeState::Freed,
+            _ => LargeState::NotABlock,
+        }
+    }
+}
+
+/// Bytes usable from `ptr` to the end of its mapping.
+///
+/// # Safety
+/// `ptr` is a live large block of ours.
+pub(crate) unsafe fn usable_size(ptr: *mut u8) -> usize {
+    // SAFETY: by the caller's promise the header is ours.
+    unsafe {
+        let header = header_of(ptr);
+        (*header).base as usize + (*header).map_len - ptr as usize
     }
 }
 
@@ -271,10 +329,11 @@ unsafe fn set_up(base: *mut u8, offset: usize, map_len: usize) -> *mut u8 {
 unsafe fn header_of(ptr: *mut u8) -> *mut LargeHeader {
     let header = header_address(ptr);
     // SAFETY: readable by the caller's promise.
-    if unsafe { (*header).magic } != LARGE_MAGIC {
-        fatal("invalid free of", ptr as usize);
+    match unsafe { (*header).magic } {
+        LARGE_MAGIC => header,
+        FREED_MAGIC => fatal("double free of", ptr as usize),
+        _ => fatal("invalid free of", ptr as usize),
     }
-    header
 }
 
 /// Where the header of a large block at `ptr` is.

@@ -50,7 +50,9 @@
 
 mod arena;
 mod block;
+pub mod c_abi;
 mod central;
+mod chunk_map;
 mod config;
 mod consts;
 mod fatal;

@@ -23,7 +23,7 @@
 
 use crate::config::{self, Setting};
 use crate::size_class::{SizeClass, NUM_CLASSES};
-use crate::sync::{AtomicU32, AtomicU64, Mutex, Ordering, MEMORY_FREED};
+use crate::sync::{AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering, MEMORY_FREED};
 use crate::{arena, central, large, os, thread_cache};
 use core::cell::Cell;
 
@@ -35,6 +35,9 @@ const RUNNING: u32 = 2;
 const FAILED: u32 = 3;
 
 static BACKGROUND: AtomicU32 = AtomicU32::new(NOT_STARTED);
+/// Whether starting the background thread is safe. In the preloaded C library it is not
+/// until the library's constructor has run (the dynamic loader may still be at work).
+static BACKGROUND_ALLOWED: AtomicBool = AtomicBool::new(!cfg!(feature = "preload"));
 static PASS_LOCK: Mutex = Mutex::new();
 static LAST_PASS_MS: AtomicU32 = AtomicU32::new(0);
 static PASSES: AtomicU64 = AtomicU64::new(0);
@@ -68,7 +71,7 @@ pub(crate) fn tick() {
 #[cold]
 #[inline(never)]
 fn on_check() {
-    if config::enabled(Setting::BackgroundThread) {
+    if config::enabled(Setting::BackgroundThread) && BACKGROUND_ALLOWED.load(Ordering::Relaxed) {
         match BACKGROUND.load(Ordering::Relaxed) {
             RUNNING | STARTING => return,
             NOT_STARTED if start_background_thread() => return,
@@ -82,6 +85,11 @@ fn on_check() {
             run_pass(now, false);
         }
     }
+}
+
+/// Lets the background thread start (see `BACKGROUND_ALLOWED`).
+pub(crate) fn allow_background_thread() {
+    BACKGROUND_ALLOWED.store(true, Ordering::Relaxed);
 }
 
 /// Runs a full pass now, decay ignored, after flushing the calling thread's cache and the

@@ -1,0 +1,313 @@
+//! The C allocation functions with the semantics glibc documents, as Rust functions. The
+//! `capi/` crate exports them under their C names in `libebbmalloc.so` as one-liners; the
+//! POSIX details live here, where Rust tests and fuzzers can call them too:
+//!
+//! - failures return null and set `errno` to `ENOMEM` (`posix_memalign` returns the
+//!   error code instead, as POSIX says, and leaves `errno` alone);
+//! - `calloc` and `reallocarray` check `n * size` for overflow;
+//! - `malloc(0)` returns a unique pointer (as glibc does), `free(NULL)` does nothing,
+//!   `realloc(NULL, n)` is `malloc(n)`, and `realloc(p, 0)` frees `p` and returns null
+//!   (glibc's behaviour, which C23 leaves to the implementation);
+//! - `malloc` returns 16-byte alignment for requests above 8 bytes (`max_align_t`) and 8
+//!   for smaller ones, which cannot hold a 16-aligned object;
+//! - `posix_memalign` wants a power of two that is a multiple of `sizeof(void *)`,
+//!   `aligned_alloc` a power of two (`EINVAL` otherwise); `memalign` rounds a bad alignment
+//!   up to a power of two, like glibc;
+//! - `free` and `realloc` check that the pointer is a block of ours (see
+//!   `front::owner_of`) and abort with `ebbmalloc: free(): invalid pointer 0x...` if not.
+
+use crate::fatal::fatal;
+use crate::front::{self, Owner};
+use crate::size_class::SizeClass;
+use crate::{large, thread_cache};
+use core::ffi::{c_int, c_void};
+use core::ptr;
+
+/// The statistics as a C struct (`struct ebbmalloc_stats` in `capi/include/ebbmalloc.h`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CStats {
+    /// Bytes held by the program.
+    pub allocated_bytes: usize,
+    /// Bytes in pools and large mappings in use.
+    pub active_bytes: usize,
+    /// Bytes resident by our accounting.
+    pub resident_bytes: usize,
+    /// Bytes of address space mapped.
+    pub mapped_bytes: usize,
+    /// Mapped bytes given back to the OS.
+    pub retained_bytes: usize,
+    /// Arenas by state.
+    pub arenas_full: usize,
+    /// Arenas by state.
+    pub arenas_partial: usize,
+    /// Arenas by state.
+    pub arenas_empty: usize,
+    /// Arenas by state.
+    pub arenas_released: usize,
+    /// Bytes given back by trimming since the start.
+    pub trimmed_bytes: u64,
+    /// Trimming passes since the start.
+    pub trim_passes: u64,
+}
+
+const PAGE_SIZE: usize = crate::consts::PAGE_SIZE;
+
+/// The alignment `malloc` gives a request of `size` bytes.
+#[inline]
+fn default_align(size: usize) -> usize {
+    if size <= 8 {
+        8
+    } else {
+        16
+    }
+}
+
+#[cold]
+fn fail_enomem() -> *mut c_void {
+    set_errno(libc::ENOMEM);
+    ptr::null_mut()
+}
+
+fn set_errno(code: c_int) {
+    // SAFETY: `__errno_location` returns this thread's errno slot.
+    unsafe { *libc::__errno_location() = code };
+}
+
+/// `malloc(size)`.
+#[inline]
+pub fn malloc(size: usize) -> *mut c_void {
+    let size = size.max(1);
+    let block = front::alloc(size, default_align(size));
+    if block.is_null() {
+        return fail_enomem();
+    }
+    block as *mut c_void
+}
+
+/// `calloc(count, size)`.
+pub fn calloc(count: usize, size: usize) -> *mut c_void {
+    let Some(total) = count.checked_mul(size) else {
+        return fail_enomem();
+    };
+    let total = total.max(1);
+    let block = front::alloc_zeroed(total, default_align(total));
+    if block.is_null() {
+        return fail_enomem();
+    }
+    block as *mut c_void
+}
+
+/// `free(ptr)`.
+///
+/// # Safety
+/// `ptr` is null or a live block from these functions (anything else is detected where
+/// possible and aborts).
+#[inline]
+pub unsafe fn free(ptr: *mut c_void) {
+    if ptr.is_null() {
+        return;
+    }
+    let block = ptr as *mut u8;
+    match front::owner_of(block) {
+        // SAFETY: the block is a block of this class, handed back by the caller.
+        Some(Owner::Class(class)) => unsafe { thread_cache::free(block, class) },
+        // SAFETY: a live large block, handed back by the caller.
+        Some(Owner::Large) => unsafe { large::free(block) },
+        Some(Owner::FreedLarge) => fatal("free(): double free of", block as usize),
+        None => fatal("free(): invalid pointer", block as usize),
+    }
+}
+
+/// `free_sized(ptr, size)` (C23): the size is a hint we do not need.
+///
+/// # Safety
+/// As [`free`].
+pub unsafe fn free_sized(ptr: *mut c_void, _size: usize) {
+    // SAFETY: the caller's promise.
+    unsafe { free(ptr) }
+}
+
+/// `free_aligned_sized(ptr, alignment, size)` (C23).
+///
+/// # Safety
+/// As [`free`].
+pub unsafe fn free_aligned_sized(ptr: *mut c_void, _alignment: usize, _size: usize) {
+    // SAFETY: the caller's promise.
+    unsafe { free(ptr) }
+}
+
+/// `realloc(ptr, size)`.
+///
+/// # Safety
+/// As [`free`].
+pub unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
+    if ptr.is_null() {
+        return malloc(size);
+    }
+    if size == 0 {
+        // SAFETY: the caller's promise.
+        unsafe { free(ptr) };
+        return ptr::null_mut();
+    }
+    let block = ptr as *mut u8;
+    let owner = match front::owner_of(block) {
+        Some(Owner::FreedLarge) => fatal("realloc(): double free of", block as usize),
+        None => fatal("realloc(): invalid pointer", block as usize),
+        Some(owner) => owner,
+    };
+    if let Owner::Class(class) = owner {
+        if SizeClass::for_layout(size, default_align(size)) == Some(class) {
+            return ptr;
+        }
+    }
+    if owner == Owner::Large && SizeClass::for_layout(size, default_align(size)).is_none() {
+        // SAFETY: a live large block, still large.
+        let moved = unsafe { large::realloc(block, size) };
+        if moved.is_null() {
+            return fail_enomem();
+        }
+        return moved as *mut c_void;
+    }
+    let moved = malloc(size);
+    if !moved.is_null() {
+        // SAFETY: the old block is live with `usable` bytes; the new one holds `size`.
+        unsafe {
+            let usable = front::usable_size(block, owner);
+            ptr::copy_nonoverlapping(block, moved as *mut u8, usable.min(size));
+            free(ptr);
+        }
+    }
+    moved
+}
+
+/// `reallocarray(ptr, count, size)`.
+///
+/// # Safety
+/// As [`free`].
+pub unsafe fn reallocarray(ptr: *mut c_void, count: usize, size: usize) -> *mut c_void {
+    match count.checked_mul(size) {
+        // SAFETY: the caller's promise.
+        Some(total) => unsafe { realloc(ptr, total) },
+        None => fail_enomem(),
+    }
+}
+
+/// A block aligned to `alignment` (a power of two), or null with `ENOMEM`.
+fn aligned(alignment: usize, size: usize) -> *mut c_void {
+    let size = size.max(1);
+    let block = front::alloc(size, alignment.max(default_align(size)));
+    if block.is_null() {
+        return fail_enomem();
+    }
+    block as *mut c_void
+}
+
+/// `posix_memalign(out, alignment, size)`: 0, `EINVAL` or `ENOMEM`.
+///
+/// # Safety
+/// `out` is valid for a pointer write.
+pub unsafe fn posix_memalign(out: *mut *mut c_void, alignment: usize, size: usize) -> c_int {
+    if !alignment.is_power_of_two() || alignment % core::mem::size_of::<*mut c_void>() != 0 {
+        return libc::EINVAL;
+    }
+    let saved = errno();
+    let block = aligned(alignment, size);
+    if block.is_null() {
+        set_errno(saved);
+        return libc::ENOMEM;
+    }
+    // SAFETY: the caller's promise.
+    unsafe { *out = block };
+    0
+}
+
+fn errno() -> c_int {
+    // SAFETY: `__errno_location` returns this thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+/// `aligned_alloc(alignment, size)`.
+pub fn aligned_alloc(alignment: usize, size: usize) -> *mut c_void {
+    if !alignment.is_power_of_two() {
+        set_errno(libc::EINVAL);
+        return ptr::null_mut();
+    }
+    aligned(alignment, size)
+}
+
+/// `memalign(alignment, size)` (obsolete; a bad alignment is rounded up, as glibc does).
+pub fn memalign(alignment: usize, size: usize) -> *mut c_void {
+    let Some(alignment) = alignment.checked_next_power_of_two() else {
+        return fail_enomem();
+    };
+    aligned(alignment, size)
+}
+
+/// `valloc(size)`: page-aligned.
+pub fn valloc(size: usize) -> *mut c_void {
+    aligned(PAGE_SIZE, size)
+}
+
+/// `pvalloc(size)`: page-aligned, size rounded up to whole pages.
+pub fn pvalloc(size: usize) -> *mut c_void {
+    let Some(rounded) = size.max(1).checked_next_multiple_of(PAGE_SIZE) else {
+        return fail_enomem();
+    };
+    aligned(PAGE_SIZE, rounded)
+}
+
+/// `malloc_usable_size(ptr)`: the bytes the block really has (0 for null).
+///
+/// # Safety
+/// As [`free`].
+pub unsafe fn malloc_usable_size(ptr: *mut c_void) -> usize {
+    if ptr.is_null() {
+        return 0;
+    }
+    let block = ptr as *mut u8;
+    match front::owner_of(block) {
+        // SAFETY: a live block of ours.
+        Some(owner @ (Owner::Class(_) | Owner::Large)) => unsafe {
+            front::usable_size(block, owner)
+        },
+        _ => fatal("malloc_usable_size(): invalid pointer", block as usize),
+    }
+}
+
+/// `malloc_trim(pad)`: runs a full trimming pass; 1 if memory was released.
+pub fn malloc_trim(_pad: usize) -> c_int {
+    (crate::trim() > 0) as c_int
+}
+
+/// Fills `out` with the statistics.
+///
+/// # Safety
+/// `out` is valid for a write of a [`CStats`].
+pub unsafe fn stats(out: *mut CStats) {
+    if out.is_null() {
+        return;
+    }
+    let s = crate::stats();
+    let c = CStats {
+        allocated_bytes: s.allocated_bytes,
+        active_bytes: s.active_bytes,
+        resident_bytes: s.resident_bytes,
+        mapped_bytes: s.mapped_bytes,
+        retained_bytes: s.retained_bytes,
+        arenas_full: s.arenas_full,
+        arenas_partial: s.arenas_partial,
+        arenas_empty: s.arenas_empty,
+        arenas_released: s.arenas_released,
+        trimmed_bytes: s.trimmed_bytes,
+        trim_passes: s.trim_passes,
+    };
+    // SAFETY: the caller's promise.
+    unsafe { out.write(c) };
+}
+
+/// For the shared library's constructor: the dynamic loader is done, a background thread
+/// may now be started.
+pub fn library_loaded() {
+    crate::trim::allow_background_thread();
+}
