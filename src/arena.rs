@@ -173,7 +173,10 @@ pub(crate) unsafe fn class_of_block(block: *mut u8) -> Option<SizeClass> {
     let page = (block as usize - arena as usize) >> PAGE_SHIFT;
     // SAFETY: the header is live by the caller's promise; `page < PAGES_PER_ARENA`.
     unsafe {
-        let start = (*arena).page_pool[page].load(Ordering::Relaxed) as usize;
+        let start = (*arena)
+            .page_pool
+            .get_unchecked(page)
+            .load(Ordering::Relaxed) as usize;
         if start == 0 {
             return None;
         }
@@ -182,7 +185,7 @@ pub(crate) unsafe fn class_of_block(block: *mut u8) -> Option<SizeClass> {
         let pool_start = arena as usize + start * PAGE_SIZE;
         let offset = block as usize - pool_start;
         let blocks_end = (*pool).end as usize - pool_start;
-        (offset < blocks_end && offset % class.size() == 0).then_some(class)
+        (offset < blocks_end && class.info().is_block_offset(offset)).then_some(class)
     }
 }
 

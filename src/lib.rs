@@ -65,6 +65,7 @@ mod size_class;
 mod stats;
 mod sync;
 mod thread_cache;
+mod tls;
 mod trim;
 
 pub use config::{Purge, SettingInfo, Settings, SETTINGS};

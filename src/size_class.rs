@@ -44,6 +44,23 @@ pub(crate) struct SizeClassInfo {
     pub(crate) batch: u16,
     /// Upper bound on the blocks a thread cache keeps for this class.
     pub(crate) max_cached: u16,
+    /// `ceil(2^RECIPROCAL_SHIFT / size)`: `offset * reciprocal >> RECIPROCAL_SHIFT` is
+    /// `offset / size` for every offset inside an arena, without a division.
+    pub(crate) reciprocal: u64,
+}
+
+/// See [`SizeClassInfo::reciprocal`]. Exact for `offset < 2^18` and `size < 2^22`: the
+/// error of the rounded-up reciprocal adds less than `2^18 / 2^40` to the quotient, less
+/// than the `1 / size` gap to the next integer.
+pub(crate) const RECIPROCAL_SHIFT: u32 = 40;
+
+impl SizeClassInfo {
+    /// Whether `offset` (from the start of a pool, inside its arena) starts a block.
+    #[inline(always)]
+    pub(crate) fn is_block_offset(&self, offset: usize) -> bool {
+        let quotient = (offset as u64 * self.reciprocal) >> RECIPROCAL_SHIFT;
+        quotient * self.size as u64 == offset as u64
+    }
 }
 
 impl SizeClass {
@@ -225,6 +242,7 @@ const fn build_info(index: usize) -> SizeClassInfo {
         blocks_per_pool: blocks as u16,
         batch: batch as u16,
         max_cached: max_cached as u16,
+        reciprocal: (1u64 << RECIPROCAL_SHIFT).div_ceil(size as u64),
     }
 }
 
@@ -310,6 +328,16 @@ mod tests {
                 }
             }
             align *= 2;
+        }
+    }
+
+    #[test]
+    fn reciprocal_block_checks_match_division() {
+        for info in CLASS_INFO.iter() {
+            for offset in 0..crate::consts::ARENA_SIZE {
+                let exact = offset % info.size as usize == 0;
+                assert_eq!(info.is_block_offset(offset), exact, "{offset} {info:?}");
+            }
         }
     }
 

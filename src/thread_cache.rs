@@ -37,9 +37,9 @@
 use crate::block::{Batch, Block};
 use crate::central;
 use crate::config::{self, Setting};
-use crate::lifecycle;
 use crate::size_class::{SizeClass, NUM_CLASSES};
 use crate::sync::{AtomicU32, Mutex, Ordering};
+use crate::{lifecycle, tls};
 use core::cell::UnsafeCell;
 use core::ptr;
 
@@ -61,8 +61,10 @@ static REGISTRY: Registry = Registry {
 };
 
 #[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 enum State {
-    Unset,
+    /// Zero: the state of a fresh TLS block.
+    Unset = 0,
     SettingUp,
     Active,
     TornDown,
@@ -90,35 +92,16 @@ pub(crate) struct ThreadCache {
     next: *mut ThreadCache,
 }
 
-#[allow(clippy::declare_interior_mutable_const)]
-const EMPTY_BIN: Bin = Bin {
-    head: ptr::null_mut(),
-    count: AtomicU32::new(0),
-    limit: 0,
-    went_empty: false,
-};
-
-thread_local! {
-    // `const` initialisation and no `Drop`: access compiles to a plain TLS address, with
-    // no lazy-init check and no destructor registration.
-    static CACHE: UnsafeCell<ThreadCache> = const {
-        UnsafeCell::new(ThreadCache {
-            bins: [EMPTY_BIN; NUM_CLASSES],
-            state: State::Unset,
-            limit_bytes: 0,
-            byte_budget: 0,
-            seen_epoch: 0,
-            prev: ptr::null_mut(),
-            next: ptr::null_mut(),
-        })
-    };
-}
+// The cache lives in this thread's TLS block (see `tls.rs`), which starts zeroed: every
+// field above is valid as zero bytes (null lists, zero counts and limits, `State::Unset`).
+const _: () = assert!(core::mem::size_of::<ThreadCache>() <= tls::BLOCK_BYTES);
+const _: () = assert!(core::mem::align_of::<ThreadCache>() <= 64);
 
 /// This thread's cache. Callers touch it through the raw pointer only and never keep a
 /// reference across a call that could re-enter the allocator.
 #[inline(always)]
 fn this_thread() -> *mut ThreadCache {
-    CACHE.with(|cache| cache.get())
+    tls::this_thread_block() as *mut ThreadCache
 }
 
 /// The bin of `class` in `cache`.
