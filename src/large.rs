@@ -55,35 +55,45 @@ struct LargeHeader {
 struct CachedMapping {
     base: *mut u8,
     map_len: usize,
-    cached_at_ms: u32,
+    /// When a trimming pass first saw the entry (valid once `seen`).
+    seen_at_ms: u32,
+    seen: bool,
+}
+
+const NO_MAPPING: CachedMapping = CachedMapping {
+    base: ptr::null_mut(),
+    map_len: 0,
+    seen_at_ms: 0,
+    seen: false,
+};
+
+/// The cached mappings, oldest first, and their total size.
+struct CachedMappings {
+    entries: [CachedMapping; CACHE_ENTRIES],
+    len: usize,
+    bytes: usize,
 }
 
 struct MappingCache {
     lock: Mutex,
-    /// Oldest first.
-    entries: UnsafeCell<[CachedMapping; CACHE_ENTRIES]>,
-    len: UnsafeCell<usize>,
+    mappings: UnsafeCell<CachedMappings>,
 }
 
-// SAFETY: `entries` and `len` are only touched with `lock` held.
+// SAFETY: `mappings` is only touched with `lock` held.
 unsafe impl Sync for MappingCache {}
 
 static CACHE: MappingCache = MappingCache {
     lock: Mutex::new(),
-    entries: UnsafeCell::new(
-        [CachedMapping {
-            base: ptr::null_mut(),
-            map_len: 0,
-            cached_at_ms: 0,
-        }; CACHE_ENTRIES],
-    ),
-    len: UnsafeCell::new(0),
+    mappings: UnsafeCell::new(CachedMappings {
+        entries: [NO_MAPPING; CACHE_ENTRIES],
+        len: 0,
+        bytes: 0,
+    }),
 };
 
-/// Bytes in large mappings, live or cached (for the statistics).
+/// Bytes in large mappings, live or cached (for the statistics); changed only when a
+/// mapping is made, resized or unmapped.
 static MAPPED_BYTES: AtomicUsize = AtomicUsize::new(0);
-/// Bytes in cached mappings.
-static CACHED_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 /// A large block of `size` bytes aligned to `align`, zero-filled if `zeroed`; null when the
 /// OS refuses.
@@ -186,53 +196,56 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
 
 /// Bytes in large mappings: (live or cached, cached only).
 pub(crate) fn mapped_bytes() -> (usize, usize) {
-    (
-        MAPPED_BYTES.load(Ordering::Relaxed),
-        CACHED_BYTES.load(Ordering::Relaxed),
-    )
+    let cached = {
+        let _guard = CACHE.lock.lock();
+        // SAFETY: we hold the cache lock.
+        unsafe { (*CACHE.mappings.get()).bytes }
+    };
+    (MAPPED_BYTES.load(Ordering::Relaxed), cached)
 }
 
-/// Unmaps cached mappings that were freed at least `decay_ms` before `now_ms` (all when
+/// Unmaps cached mappings that sat unused for at least `decay_ms` (all of them when
 /// `decay_ms == 0`). Returns the bytes unmapped.
+///
+/// Freeing into the cache reads no clock: a pass stamps the entries it sees for the first
+/// time with its `now_ms`, and a later pass expires them by that stamp, so an entry lives
+/// at least `decay_ms` and at most one trimming interval more.
 pub(crate) fn trim(now_ms: u32, decay_ms: u32) -> usize {
-    let mut expired = [CachedMapping {
-        base: ptr::null_mut(),
-        map_len: 0,
-        cached_at_ms: 0,
-    }; CACHE_ENTRIES];
+    let mut expired = [NO_MAPPING; CACHE_ENTRIES];
     let mut expired_count = 0;
     {
         let _guard = CACHE.lock.lock();
         // SAFETY: we hold the cache lock.
-        unsafe {
-            let entries = &mut *CACHE.entries.get();
-            let len = &mut *CACHE.len.get();
-            let mut kept = 0;
-            for i in 0..*len {
-                let entry = entries[i];
-                if decay_ms == 0 || now_ms.wrapping_sub(entry.cached_at_ms) >= decay_ms {
-                    expired[expired_count] = entry;
-                    expired_count += 1;
-                } else {
-                    entries[kept] = entry;
-                    kept += 1;
-                }
+        let cache = unsafe { &mut *CACHE.mappings.get() };
+        let mut kept = 0;
+        for i in 0..cache.len {
+            let mut entry = cache.entries[i];
+            if !entry.seen {
+                entry.seen = true;
+                entry.seen_at_ms = now_ms;
             }
-            *len = kept;
+            if decay_ms == 0 || now_ms.wrapping_sub(entry.seen_at_ms) >= decay_ms {
+                expired[expired_count] = entry;
+                expired_count += 1;
+                cache.bytes -= entry.map_len;
+            } else {
+                cache.entries[kept] = entry;
+                kept += 1;
+            }
         }
+        cache.len = kept;
     }
     let mut unmapped = 0;
     for entry in &expired[..expired_count] {
         unmapped += entry.map_len;
-        forget_cached(entry);
+        unmap_cached(entry);
     }
     unmapped
 }
 
 /// Unmaps a mapping that has left the cache.
-fn forget_cached(entry: &CachedMapping) {
+fn unmap_cached(entry: &CachedMapping) {
     MAPPED_BYTES.fetch_sub(entry.map_len, Ordering::Relaxed);
-    CACHED_BYTES.fetch_sub(entry.map_len, Ordering::Relaxed);
     chunk_map::remove(entry.base as usize);
     // SAFETY: a cached mapping is ours and unused; it left the cache under the lock.
     unsafe { os::unmap(entry.base, entry.map_len) };
@@ -351,51 +364,48 @@ fn round_map_len(len: usize) -> Option<usize> {
     pages.checked_add(step - 1).map(|n| n & !(step - 1))
 }
 
+/// A cached mapping of exactly `map_len` bytes (the newest), or null.
 fn take_cached(map_len: usize) -> *mut u8 {
     let _guard = CACHE.lock.lock();
     // SAFETY: we hold the cache lock.
-    unsafe {
-        let entries = &mut *CACHE.entries.get();
-        let len = &mut *CACHE.len.get();
-        for i in (0..*len).rev() {
-            if entries[i].map_len == map_len {
-                let base = entries[i].base;
-                entries.copy_within(i + 1..*len, i);
-                *len -= 1;
-                CACHED_BYTES.fetch_sub(map_len, Ordering::Relaxed);
-                return base;
-            }
+    let cache = unsafe { &mut *CACHE.mappings.get() };
+    for i in (0..cache.len).rev() {
+        if cache.entries[i].map_len == map_len {
+            let base = cache.entries[i].base;
+            cache.entries.copy_within(i + 1..cache.len, i);
+            cache.len -= 1;
+            cache.bytes -= map_len;
+            return base;
         }
     }
     ptr::null_mut()
 }
 
+/// Keeps a freed mapping for reuse, unmapping the oldest entry if the cache is full.
 fn put_cached(base: *mut u8, map_len: usize) {
-    let cached_at_ms = crate::os::now_ms();
-    CACHED_BYTES.fetch_add(map_len, Ordering::Relaxed);
     let evicted = {
         let _guard = CACHE.lock.lock();
         // SAFETY: we hold the cache lock.
-        unsafe {
-            let entries = &mut *CACHE.entries.get();
-            let len = &mut *CACHE.len.get();
-            let mut evicted = None;
-            if *len == CACHE_ENTRIES {
-                evicted = Some(entries[0]);
-                entries.copy_within(1.., 0);
-                *len -= 1;
-            }
-            entries[*len] = CachedMapping {
-                base,
-                map_len,
-                cached_at_ms,
-            };
-            *len += 1;
-            evicted
+        let cache = unsafe { &mut *CACHE.mappings.get() };
+        let mut evicted = None;
+        if cache.len == CACHE_ENTRIES {
+            let oldest = cache.entries[0];
+            cache.entries.copy_within(1.., 0);
+            cache.len -= 1;
+            cache.bytes -= oldest.map_len;
+            evicted = Some(oldest);
         }
+        cache.entries[cache.len] = CachedMapping {
+            base,
+            map_len,
+            ..NO_MAPPING
+        };
+        cache.len += 1;
+        cache.bytes += map_len;
+        evicted
     };
-    if let Some(old) = evicted {
-        forget_cached(&old);
+    if let Some(oldest) = evicted {
+        unmap_cached(&oldest);
     }
     MEMORY_FREED.notify();
 }
