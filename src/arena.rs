@@ -1,7 +1,8 @@
 //! Arenas: 256 KiB, 256 KiB-aligned pieces of address space that pools are carved from.
 //!
-//! Layout of an arena: page 0 is the header ([`Arena`]), pages `1..64` are handed out as
-//! page runs, one run per pool. Because arenas are aligned to their size, the arena of any
+//! Layout of an arena: page 0 is the header ([`Arena`]), page 1 the **out-block bitmap**
+//! (one bit per 8-byte granule: set while a block that starts there is out of its pool;
+//! see `pool.rs`), pages `2..64` are handed out as page runs, one run per pool. Because arenas are aligned to their size, the arena of any
 //! block is `block & ARENA_MASK`, and from the header the block's page leads to its pool in
 //! two loads (`page_pool`, then `pools`): no global table, no lock.
 //!
@@ -23,7 +24,7 @@
 //!   arenas start with every page released: they were never touched.
 //!
 //! Invariants (under the arena lock): `occupancy == USABLE_PAGES - popcount(free_pages)`;
-//! `released_pages ⊆ free_pages`; bit 0 of either is never set; an arena is in exactly the
+//! `released_pages ⊆ free_pages`; the header pages' bits of either are never set; an arena is in exactly the
 //! occupancy list `popcount(free_pages)` (a full arena, with no free page, is in none); the
 //! global counters are the sums of the per-arena figures over mapped arenas.
 //!
@@ -35,8 +36,8 @@
 
 use crate::chunk_map;
 use crate::consts::{
-    ARENAS_PER_RESERVATION, ARENA_MASK, ARENA_SIZE, PAGES_PER_ARENA, PAGE_SHIFT, PAGE_SIZE,
-    USABLE_PAGES,
+    ARENAS_PER_RESERVATION, ARENA_MASK, ARENA_SIZE, HEADER_PAGES, PAGES_PER_ARENA, PAGE_SHIFT,
+    PAGE_SIZE, USABLE_PAGES,
 };
 use crate::fatal::fatal;
 use crate::os;
@@ -127,7 +128,8 @@ pub(crate) fn arena_of(block: *mut u8) -> *mut Arena {
 }
 
 /// The pool that serves `block`, after checking that `block` lies in a page of an arena
-/// that is in a pool of `class` and starts a block of it. Aborts with `invalid free` if not.
+/// that is in a pool of `class` and starts a block of it. Aborts with `double free` for a
+/// page in no pool (its blocks all came back already) and `invalid free` otherwise.
 ///
 /// # Safety
 /// The arena header of `block` is readable: `block` came from the class path of this
@@ -137,20 +139,31 @@ pub(crate) unsafe fn pool_of(block: *mut u8, class: SizeClass) -> *mut Pool {
     let page = (block as usize - arena as usize) >> PAGE_SHIFT;
     // SAFETY: the caller guarantees the header is readable; `page < PAGES_PER_ARENA`.
     unsafe {
-        if (*arena).magic != ARENA_MAGIC || page == 0 {
+        if (*arena).magic != ARENA_MAGIC || page < HEADER_PAGES {
             fatal("invalid free of", block as usize);
         }
         let start = (*arena).page_pool[page].load(Ordering::Relaxed) as usize;
+        if start == 0 {
+            // A page of ours in no pool: its blocks all came back already.
+            fatal("double free of", block as usize);
+        }
         let pool = pool_at(arena, start);
         let pool_start = arena as usize + start * PAGE_SIZE;
-        if start == 0
-            || (*pool).class as usize != class.index()
+        if (*pool).class as usize != class.index()
             || !(*pool).is_carved_block(block as usize, pool_start)
         {
             fatal("invalid free of", block as usize);
         }
         pool
     }
+}
+
+/// The out-block bitmap of the arena of `block`: one `u64` per 512 bytes of the arena.
+/// Every word covers part of one page, so of at most one pool, and is guarded by that
+/// pool's class lock.
+#[inline]
+pub(crate) fn out_bitmap_of(block: *mut u8) -> *mut u64 {
+    (arena_of(block) as usize + PAGE_SIZE) as *mut u64
 }
 
 /// Whether the chunk at `chunk` is an arena (rather than a large mapping's header slot).
@@ -326,7 +339,7 @@ pub(crate) fn figures() -> ArenaFigures {
 
 /// Bytes resident in arenas by our accounting: header pages, pool pages and dirty pages.
 pub(crate) fn resident_bytes() -> usize {
-    (ARENAS.mapped.load(Ordering::Relaxed)
+    (ARENAS.mapped.load(Ordering::Relaxed) * HEADER_PAGES
         + ARENAS.pool_pages.load(Ordering::Relaxed)
         + ARENAS.dirty_pages.load(Ordering::Relaxed))
         * PAGE_SIZE
@@ -387,7 +400,8 @@ pub(crate) fn trim(
                             lists.unlink(arena);
                             forget_arena(arena);
                         }
-                        released_bytes += (dirty.count_ones() as usize + 1) * PAGE_SIZE;
+                        released_bytes +=
+                            (dirty.count_ones() as usize + HEADER_PAGES) * PAGE_SIZE;
                         to_unmap[unmap_count] = arena;
                         unmap_count += 1;
                     } else if expired != 0 {
@@ -633,7 +647,7 @@ impl ArenaLists {
 
 /// Every page free but the header.
 const fn free_pages_of_new_arena() -> u64 {
-    !1
+    !((1 << HEADER_PAGES) - 1)
 }
 
 /// Bits `start..start + pages`.
@@ -642,12 +656,9 @@ fn run_mask(start: usize, pages: usize) -> u64 {
     ones << start
 }
 
-/// The first start page (a multiple of `align`, never the header) of `pages` free pages.
+/// The first start page (a multiple of `align`, never in the header) of `pages` free pages.
 fn find_free_run(free_pages: u64, pages: usize, align: usize) -> Option<usize> {
-    let mut start = align;
-    if align == 1 {
-        start = 1;
-    }
+    let mut start = HEADER_PAGES.next_multiple_of(align);
     while start + pages <= PAGES_PER_ARENA {
         let mask = run_mask(start, pages);
         if free_pages & mask == mask {
@@ -665,8 +676,10 @@ mod tests {
     #[test]
     fn free_runs_respect_alignment_and_the_header() {
         let all = free_pages_of_new_arena();
-        assert_eq!(find_free_run(all, 1, 1), Some(1));
-        assert_eq!(find_free_run(all, 63, 1), Some(1));
+        assert_eq!(find_free_run(all, 1, 1), Some(HEADER_PAGES));
+        assert_eq!(find_free_run(all, USABLE_PAGES, 1), Some(HEADER_PAGES));
+        assert_eq!(find_free_run(all, USABLE_PAGES + 1, 1), None);
+        assert_eq!(find_free_run(all, 2, 2), Some(2));
         assert_eq!(find_free_run(all, 32, 32), Some(32));
         assert_eq!(find_free_run(all, 16, 16), Some(16));
         assert_eq!(find_free_run(all & !run_mask(16, 16), 16, 16), Some(32));

@@ -1,8 +1,9 @@
 //! The few numbers every layer shares, derived from shifts and checked at compile time.
 //!
 //! An arena is `ARENA_SIZE` bytes aligned to `ARENA_SIZE`; it is cut into `PAGES_PER_ARENA`
-//! pages of `PAGE_SIZE`, of which page 0 is the arena header. Everything a pool or a large
-//! run can occupy is pages `1..PAGES_PER_ARENA`.
+//! pages of `PAGE_SIZE`, of which the first `HEADER_PAGES` are the arena header (page 0:
+//! descriptors and maps; page 1: the out-block bitmap). Pools occupy pages
+//! `HEADER_PAGES..PAGES_PER_ARENA`.
 
 /// log2 of the OS page size we manage memory in (4 KiB on x86_64 Linux).
 pub(crate) const PAGE_SHIFT: usize = 12;
@@ -17,8 +18,16 @@ pub(crate) const ARENA_SIZE: usize = 1 << ARENA_SHIFT;
 pub(crate) const ARENA_MASK: usize = !(ARENA_SIZE - 1);
 /// Pages in an arena, header page included.
 pub(crate) const PAGES_PER_ARENA: usize = ARENA_SIZE / PAGE_SIZE;
-/// Pages a pool may use: all but the header page.
-pub(crate) const USABLE_PAGES: usize = PAGES_PER_ARENA - 1;
+/// Pages of an arena's header.
+pub(crate) const HEADER_PAGES: usize = 2;
+/// Pages pools may use: all but the header.
+pub(crate) const USABLE_PAGES: usize = PAGES_PER_ARENA - HEADER_PAGES;
+/// Bytes per bit of the out-block bitmap: the smallest block size, so every block start
+/// has its own bit.
+pub(crate) const GRANULE: usize = 8;
+
+// The out-block bitmap, one bit per granule of the arena, fills header page 1 exactly.
+const _: () = assert!(ARENA_SIZE / GRANULE / 8 == PAGE_SIZE);
 
 /// Arenas reserved from the OS in one `mmap` (4 MiB of address space).
 pub(crate) const ARENAS_PER_RESERVATION: usize = 16;
