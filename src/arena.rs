@@ -400,8 +400,7 @@ pub(crate) fn trim(
                             lists.unlink(arena);
                             forget_arena(arena);
                         }
-                        released_bytes +=
-                            (dirty.count_ones() as usize + HEADER_PAGES) * PAGE_SIZE;
+                        released_bytes += (dirty.count_ones() as usize + HEADER_PAGES) * PAGE_SIZE;
                         to_unmap[unmap_count] = arena;
                         unmap_count += 1;
                     } else if expired != 0 {

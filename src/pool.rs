@@ -148,7 +148,10 @@ impl Pool {
 fn out_bit(block: *mut u8) -> (*mut u64, u64) {
     let granule = (block as usize & !ARENA_MASK) / GRANULE;
     // The bitmap has one bit per granule of the arena: the word is in bounds.
-    (out_bitmap_of(block).wrapping_add(granule / 64), 1 << (granule % 64))
+    (
+        out_bitmap_of(block).wrapping_add(granule / 64),
+        1 << (granule % 64),
+    )
 }
 
 /// Marks `block` out.
