@@ -26,12 +26,17 @@ fn rss_mib() -> f64 {
     status_kib("VmRSS:") as f64 / 1024.0
 }
 
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// In the parent: runs `name` in a child with `env` and returns its stderr; asserts success.
 /// In the child (`EBB_SCENARIO` set): returns `None` and the caller runs the scenario.
 fn in_child(name: &str, env: &[(&str, &str)]) -> Option<String> {
     if std::env::var("EBB_SCENARIO").is_ok() {
         return None;
     }
+    // One scenario at a time: they measure memory and time, and 2 cores shared by nine
+    // children that each build hundreds of MiB would measure the machine instead.
+    let _one_at_a_time = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let output = Command::new(std::env::current_exe().unwrap())
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env("EBB_SCENARIO", name)
