@@ -51,6 +51,8 @@
 mod arena;
 mod block;
 pub mod c_abi;
+#[cfg(feature = "preload")]
+mod c_exports;
 mod central;
 mod chunk_map;
 mod config;

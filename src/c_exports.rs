@@ -1,18 +1,19 @@
-//! `libebbmalloc.so`: the C allocation functions, exported under their C names. Each is a
-//! one-liner over `ebbmalloc::c_abi`, which holds the POSIX details (errno, overflow
-//! checks, `realloc(p, 0)`, alignment rules) and checks foreign pointers.
+//! The C allocation functions exported under their C names (feature `preload`), for
+//! `libebbmalloc.so` (`capi/`, which builds this crate's sources as a `cdylib` with the
+//! feature on). Each is a one-liner over [`crate::c_abi`], which holds the POSIX details
+//! (errno, overflow checks, `realloc(p, 0)`, alignment rules) and checks foreign pointers.
 //!
 //! Build: `cargo build --release -p ebbmalloc-capi`; use:
 //! `LD_PRELOAD=target/release/libebbmalloc.so program`. The header is
 //! `capi/include/ebbmalloc.h`.
 //!
-//! The functions are `#[no_mangle]` and, in a `cdylib`, exported; preloaded, they take the
-//! place of glibc's for the whole process from its first allocation on. The dynamic loader
-//! may call `malloc` before this library's constructor runs; nothing here needs one, except
-//! that the background trimmer is held back until then.
+//! Preloaded, these take the place of glibc's functions for the whole process from its
+//! first allocation on. The dynamic loader may call `malloc` before the library's
+//! constructor runs; nothing here needs one, except that the background trimmer is held
+//! back until then (see `trim.rs`).
 
+use crate::c_abi;
 use core::ffi::{c_int, c_void};
-use ebbmalloc_core::c_abi;
 
 /// Runs when the dynamic loader has loaded and relocated the library.
 extern "C" fn on_load() {
@@ -142,7 +143,7 @@ pub extern "C" fn malloc_trim(pad: usize) -> c_int {
 /// `ebbmalloc_trim`: a full trimming pass; returns the bytes given back to the OS.
 #[no_mangle]
 pub extern "C" fn ebbmalloc_trim() -> usize {
-    ebbmalloc_core::trim()
+    crate::trim()
 }
 
 /// `ebbmalloc_stats`: fills `*out`.
@@ -158,5 +159,5 @@ pub unsafe extern "C" fn ebbmalloc_stats(out: *mut c_abi::CStats) {
 /// `ebbmalloc_stats_print`: the statistics table on stderr.
 #[no_mangle]
 pub extern "C" fn ebbmalloc_stats_print() {
-    ebbmalloc_core::print_stats();
+    crate::print_stats();
 }
