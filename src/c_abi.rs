@@ -63,6 +63,10 @@ fn default_align(size: usize) -> usize {
     }
 }
 
+/// The largest request we try to serve: Rust's limit for a `Layout`. Larger ones fail
+/// with `ENOMEM` before any size arithmetic could wrap.
+const MAX_REQUEST: usize = isize::MAX as usize;
+
 #[cold]
 fn fail_enomem() -> *mut c_void {
     set_errno(libc::ENOMEM);
@@ -77,6 +81,9 @@ fn set_errno(code: c_int) {
 /// `malloc(size)`.
 #[inline]
 pub fn malloc(size: usize) -> *mut c_void {
+    if size > MAX_REQUEST {
+        return fail_enomem();
+    }
     let size = size.max(1);
     let block = front::alloc(size, default_align(size));
     if block.is_null() {
@@ -87,7 +94,10 @@ pub fn malloc(size: usize) -> *mut c_void {
 
 /// `calloc(count, size)`.
 pub fn calloc(count: usize, size: usize) -> *mut c_void {
-    let Some(total) = count.checked_mul(size) else {
+    let Some(total) = count
+        .checked_mul(size)
+        .filter(|&total| total <= MAX_REQUEST)
+    else {
         return fail_enomem();
     };
     let total = total.max(1);
@@ -150,6 +160,9 @@ pub unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
         unsafe { free(ptr) };
         return ptr::null_mut();
     }
+    if size > MAX_REQUEST {
+        return fail_enomem();
+    }
     let block = ptr as *mut u8;
     let owner = match front::owner_of(block) {
         Some(Owner::FreedLarge) => fatal("realloc(): double free of", block as usize),
@@ -195,6 +208,9 @@ pub unsafe fn reallocarray(ptr: *mut c_void, count: usize, size: usize) -> *mut 
 
 /// A block aligned to `alignment` (a power of two), or null with `ENOMEM`.
 fn aligned(alignment: usize, size: usize) -> *mut c_void {
+    if size > MAX_REQUEST {
+        return fail_enomem();
+    }
     let size = size.max(1);
     let block = front::alloc(size, alignment.max(default_align(size)));
     if block.is_null() {
