@@ -101,16 +101,21 @@ impl Pool {
             }
             taken += 1;
         }
-        while taken < want && self.bump < self.end {
-            let block = self.bump as *mut Block;
-            self.bump = self.bump.wrapping_add(size);
+        // Carve the fresh blocks last and from the top down, so that they come off the
+        // front of `out` in ascending address order: consecutive allocations then walk
+        // memory forwards, as hardware prefetchers and the TLB like.
+        let uncarved = (self.end as usize - self.bump as usize) / size;
+        let carve = (want - taken).min(uncarved as u32);
+        for i in (0..carve as usize).rev() {
+            let block = self.bump.wrapping_add(i * size) as *mut Block;
             // SAFETY: an uncarved block lies inside the pool's pages and is unused.
             unsafe {
                 set_out(block as *mut u8);
                 out.push(block);
             }
-            taken += 1;
         }
+        self.bump = self.bump.wrapping_add(carve as usize * size);
+        taken += carve;
         self.used += taken;
         taken
     }
