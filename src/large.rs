@@ -19,9 +19,13 @@
 //! when it cannot grow where it is.
 //!
 //! The **mapping cache** keeps up to [`CACHE_ENTRIES`] recently freed page-aligned mappings
-//! (each at most [`CACHE_MAX_MAP_BYTES`]) so that a loop allocating and freeing 1 MiB
-//! buffers does not make two system calls per round; the oldest entry is unmapped when a
-//! new one comes in, and trimming ([`trim`]) unmaps entries older than the decay time.
+//! (each at most [`CACHE_MAX_MAP_BYTES`], together at most [`CACHE_MAX_BYTES`]) so that a
+//! loop allocating and freeing 1 MiB buffers neither makes system calls nor faults fresh
+//! pages in each round: a request takes the smallest cached mapping that fits and is at
+//! most twice its size. The oldest entries are unmapped when new ones come in, and
+//! trimming ([`trim`]) unmaps entries older than the decay time. Growing a block prefers a
+//! cached mapping (one copy, pages already resident) to `mremap`, which would fault in
+//! fresh pages: a `Vec` pushed to 512 KiB over and over ran 3x slower with `mremap` alone.
 
 use crate::chunk_map;
 use crate::consts::{ARENA_MASK, ARENA_SIZE, PAGE_SIZE};
@@ -38,7 +42,9 @@ const LARGE_MAGIC: u64 = 0x6562_626c_6172_6765;
 const FREED_MAGIC: u64 = 0x6562_6266_7265_6564;
 
 /// Freed mappings kept for reuse.
-const CACHE_ENTRIES: usize = 8;
+const CACHE_ENTRIES: usize = 32;
+/// Bytes the cache may hold at most.
+const CACHE_MAX_BYTES: usize = 64 << 20;
 /// Mappings above this size are unmapped at once when freed.
 const CACHE_MAX_MAP_BYTES: usize = 16 << 20;
 
@@ -103,10 +109,9 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
         return ptr::null_mut();
     };
     if offset == PAGE_SIZE {
-        let base = take_cached(map_len);
-        if !base.is_null() {
-            // SAFETY: a cached mapping is ours, `map_len` long, unused.
-            let ptr = unsafe { set_up(base, offset, map_len) };
+        if let Some((base, cached_len)) = take_cached(map_len) {
+            // SAFETY: a cached mapping is ours, `cached_len` long, unused.
+            let ptr = unsafe { set_up(base, offset, cached_len) };
             if zeroed {
                 // SAFETY: `size` bytes from `ptr` lie inside the mapping.
                 unsafe { ptr::write_bytes(ptr, 0, size) };
@@ -168,8 +173,17 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
         let Some(new_len) = offset.checked_add(new_size).and_then(round_map_len) else {
             return ptr::null_mut();
         };
-        if new_len == old_len {
+        if new_len <= old_len && new_len >= old_len / 2 {
+            // Fits, and shrinking would give back less than half: keep the mapping.
             return ptr;
+        }
+        if new_len > old_len && offset == PAGE_SIZE && new_len <= CACHE_MAX_MAP_BYTES {
+            if let Some((cached, cached_len)) = take_cached(new_len) {
+                let moved = set_up(cached, offset, cached_len);
+                ptr::copy_nonoverlapping(ptr, moved, old_len - offset);
+                free(ptr);
+                return moved;
+            }
         }
         if os::resize_in_place(base, old_len, new_len) {
             (*header).map_len = new_len;
@@ -365,35 +379,49 @@ fn round_map_len(len: usize) -> Option<usize> {
 }
 
 /// A cached mapping of exactly `map_len` bytes (the newest), or null.
-fn take_cached(map_len: usize) -> *mut u8 {
+fn take_cached(map_len: usize) -> Option<(*mut u8, usize)> {
     let _guard = CACHE.lock.lock();
     // SAFETY: we hold the cache lock.
     let cache = unsafe { &mut *CACHE.mappings.get() };
+    let mut best: Option<usize> = None;
     for i in (0..cache.len).rev() {
-        if cache.entries[i].map_len == map_len {
-            let base = cache.entries[i].base;
-            cache.entries.copy_within(i + 1..cache.len, i);
-            cache.len -= 1;
-            cache.bytes -= map_len;
-            return base;
+        let len = cache.entries[i].map_len;
+        if len >= map_len && len / 2 <= map_len {
+            if len == map_len {
+                best = Some(i);
+                break;
+            }
+            if best.is_none_or(|b| len < cache.entries[b].map_len) {
+                best = Some(i);
+            }
         }
     }
-    ptr::null_mut()
+    let i = best?;
+    let entry = cache.entries[i];
+    cache.entries.copy_within(i + 1..cache.len, i);
+    cache.len -= 1;
+    cache.bytes -= entry.map_len;
+    Some((entry.base, entry.map_len))
 }
 
-/// Keeps a freed mapping for reuse, unmapping the oldest entry if the cache is full.
+/// Keeps a freed mapping for reuse, unmapping the oldest entries while the cache is over
+/// its entry or byte limit.
 fn put_cached(base: *mut u8, map_len: usize) {
-    let evicted = {
+    let mut evicted = [NO_MAPPING; CACHE_ENTRIES];
+    let mut evicted_count = 0;
+    {
         let _guard = CACHE.lock.lock();
         // SAFETY: we hold the cache lock.
         let cache = unsafe { &mut *CACHE.mappings.get() };
-        let mut evicted = None;
-        if cache.len == CACHE_ENTRIES {
+        while cache.len == CACHE_ENTRIES
+            || (cache.len > 0 && cache.bytes + map_len > CACHE_MAX_BYTES)
+        {
             let oldest = cache.entries[0];
-            cache.entries.copy_within(1.., 0);
+            cache.entries.copy_within(1..cache.len, 0);
             cache.len -= 1;
             cache.bytes -= oldest.map_len;
-            evicted = Some(oldest);
+            evicted[evicted_count] = oldest;
+            evicted_count += 1;
         }
         cache.entries[cache.len] = CachedMapping {
             base,
@@ -402,10 +430,9 @@ fn put_cached(base: *mut u8, map_len: usize) {
         };
         cache.len += 1;
         cache.bytes += map_len;
-        evicted
-    };
-    if let Some(oldest) = evicted {
-        unmap_cached(&oldest);
+    }
+    for oldest in &evicted[..evicted_count] {
+        unmap_cached(oldest);
     }
     MEMORY_FREED.notify();
 }
