@@ -148,7 +148,10 @@ pub(crate) unsafe fn free(ptr: *mut u8) {
     if offset == PAGE_SIZE && map_len <= CACHE_MAX_MAP_BYTES {
         // SAFETY: the header is ours; marking it freed makes a second free detectable.
         unsafe { (*header).magic = FREED_MAGIC };
-        put_cached(base, map_len);
+        if let Some((older, older_len)) = swap_hot(pack_hot(base, map_len)) {
+            put_cached(older, older_len);
+        }
+        MEMORY_FREED.notify();
     } else {
         MAPPED_BYTES.fetch_sub(map_len, Ordering::Relaxed);
         chunk_map::remove(header as usize);
@@ -215,7 +218,33 @@ pub(crate) fn mapped_bytes() -> (usize, usize) {
         // SAFETY: we hold the cache lock.
         unsafe { (*CACHE.mappings.get()).bytes }
     };
-    (MAPPED_BYTES.load(Ordering::Relaxed), cached)
+    let hot = unpack_hot(HOT.load(Ordering::Relaxed)).map_or(0, |(_, len)| len);
+    (MAPPED_BYTES.load(Ordering::Relaxed), cached + hot)
+}
+
+/// The most recently freed cacheable mapping, in front of the cache: freeing into it and
+/// allocating from it is one atomic swap each, no lock. Packed as `base | map_len / PAGE`
+/// (a base is 256 KiB-aligned and a cacheable mapping is at most 4096 pages), 0 if none.
+static HOT: AtomicUsize = AtomicUsize::new(0);
+
+const _: () = assert!(CACHE_MAX_MAP_BYTES / PAGE_SIZE < ARENA_SIZE);
+
+fn pack_hot(base: *mut u8, map_len: usize) -> usize {
+    base as usize | map_len / PAGE_SIZE
+}
+
+fn unpack_hot(word: usize) -> Option<(*mut u8, usize)> {
+    (word != 0).then(|| {
+        (
+            (word & ARENA_MASK) as *mut u8,
+            (word & !ARENA_MASK) * PAGE_SIZE,
+        )
+    })
+}
+
+/// Puts `word` in the hot slot and returns what was there.
+fn swap_hot(word: usize) -> Option<(*mut u8, usize)> {
+    unpack_hot(HOT.swap(word, Ordering::AcqRel))
 }
 
 /// Unmaps cached mappings that sat unused for at least `decay_ms` (all of them when
@@ -225,6 +254,10 @@ pub(crate) fn mapped_bytes() -> (usize, usize) {
 /// time with its `now_ms`, and a later pass expires them by that stamp, so an entry lives
 /// at least `decay_ms` and at most one trimming interval more.
 pub(crate) fn trim(now_ms: u32, decay_ms: u32) -> usize {
+    // The hot mapping joins the cache, where it ages like the others.
+    if let Some((hot, hot_len)) = swap_hot(0) {
+        put_cached(hot, hot_len);
+    }
     let mut expired = [NO_MAPPING; CACHE_ENTRIES];
     let mut expired_count = 0;
     {
@@ -380,6 +413,12 @@ fn round_map_len(len: usize) -> Option<usize> {
 
 /// A cached mapping of exactly `map_len` bytes (the newest), or null.
 fn take_cached(map_len: usize) -> Option<(*mut u8, usize)> {
+    if let Some((hot, hot_len)) = swap_hot(0) {
+        if hot_len >= map_len && hot_len / 2 <= map_len {
+            return Some((hot, hot_len));
+        }
+        put_cached(hot, hot_len);
+    }
     let _guard = CACHE.lock.lock();
     // SAFETY: we hold the cache lock.
     let cache = unsafe { &mut *CACHE.mappings.get() };
