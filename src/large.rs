@@ -230,7 +230,7 @@ static HOT: AtomicUsize = AtomicUsize::new(0);
 const _: () = assert!(CACHE_MAX_MAP_BYTES / PAGE_SIZE < ARENA_SIZE);
 
 fn pack_hot(base: *mut u8, map_len: usize) -> usize {
-    base as usize | map_len / PAGE_SIZE
+    base as usize | (map_len / PAGE_SIZE)
 }
 
 fn unpack_hot(word: usize) -> Option<(*mut u8, usize)> {
