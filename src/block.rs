@@ -4,13 +4,50 @@
 //! caches, of the central transfer caches and of the pools are all intrusive and cost no
 //! memory of their own. A [`Batch`] is such a list with its length, the unit in which
 //! blocks travel between a thread cache and the central lists.
+//!
+//! The link is read and written only through [`Block::next`] and [`Block::set_next`], which
+//! tell the sanitizers (`sanitizer.rs`) that the allocator, not the program, touches a free
+//! block.
 
+use crate::sanitizer;
 use core::ptr;
 
 /// The first word of a free block.
 #[repr(C)]
 pub(crate) struct Block {
-    pub(crate) next: *mut Block,
+    next: *mut Block,
+}
+
+impl Block {
+    /// The link of the free block at `block`.
+    ///
+    /// # Safety
+    /// `block` is a free block of ours whose link was written.
+    #[inline(always)]
+    pub(crate) unsafe fn next(block: *mut Block) -> *mut Block {
+        // SAFETY: the block is free and ours (caller): its first word is the link, which we
+        // may open to read.
+        unsafe {
+            sanitizer::open_link(block as *mut u8);
+            let next = (*block).next;
+            sanitizer::close_link(block as *mut u8);
+            next
+        }
+    }
+
+    /// Sets the link of the free block at `block` to `next`.
+    ///
+    /// # Safety
+    /// `block` is a free block of ours.
+    #[inline(always)]
+    pub(crate) unsafe fn set_next(block: *mut Block, next: *mut Block) {
+        // SAFETY: the block is free and ours (caller): its first word is ours to write.
+        unsafe {
+            sanitizer::open_link_for_write(block as *mut u8);
+            (*block).next = next;
+            sanitizer::close_link(block as *mut u8);
+        }
+    }
 }
 
 /// A null-terminated list of free blocks of one size class and its length.
@@ -33,7 +70,7 @@ impl Batch {
     #[inline]
     pub(crate) unsafe fn push(&mut self, block: *mut Block) {
         // SAFETY: the caller hands us the block; its first word is ours to write.
-        unsafe { (*block).next = self.head };
+        unsafe { Block::set_next(block, self.head) };
         self.head = block;
         self.count += 1;
     }
@@ -47,7 +84,7 @@ impl Batch {
         let block = self.head;
         if !block.is_null() {
             // SAFETY: a non-null head is a free block whose first word is the link.
-            self.head = unsafe { (*block).next };
+            self.head = unsafe { Block::next(block) };
             self.count -= 1;
         }
         block
@@ -68,12 +105,12 @@ impl Batch {
         let mut last = front;
         for _ in 1..n {
             // SAFETY: fewer than `count` links are followed, so each is a block.
-            last = unsafe { (*last).next };
+            last = unsafe { Block::next(last) };
         }
         // SAFETY: `last` is the n-th block; cutting after it leaves two valid lists.
         unsafe {
-            self.head = (*last).next;
-            (*last).next = ptr::null_mut();
+            self.head = Block::next(last);
+            Block::set_next(last, ptr::null_mut());
         }
         self.count -= n;
         Batch {

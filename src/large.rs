@@ -31,6 +31,7 @@ use crate::chunk_map;
 use crate::consts::{ARENA_MASK, ARENA_SIZE, PAGE_SIZE};
 use crate::fatal::fatal;
 use crate::os;
+use crate::sanitizer;
 use crate::sync::{AtomicUsize, Mutex, Ordering, MEMORY_FREED};
 use core::cell::UnsafeCell;
 use core::ptr;
@@ -110,8 +111,13 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     };
     if offset == PAGE_SIZE {
         if let Some((base, cached_len)) = take_cached(map_len) {
-            // SAFETY: a cached mapping is ours, `cached_len` long, unused.
-            let ptr = unsafe { set_up(base, offset, cached_len) };
+            // SAFETY: a cached mapping is ours, `cached_len` long, unused; its block goes to
+            // the program.
+            let ptr = unsafe {
+                let ptr = set_up(base, offset, cached_len);
+                sanitizer::handed_out(ptr, cached_len - offset, false);
+                ptr
+            };
             if zeroed {
                 // SAFETY: `size` bytes from `ptr` lie inside the mapping.
                 unsafe { ptr::write_bytes(ptr, 0, size) };
@@ -131,6 +137,8 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
         return ptr::null_mut();
     }
     MAPPED_BYTES.fetch_add(map_len, Ordering::Relaxed);
+    // SAFETY: the block of a fresh mapping goes to the program; fresh pages read as zero.
+    unsafe { sanitizer::handed_out(ptr, map_len - offset, true) };
     ptr
 }
 
@@ -145,6 +153,8 @@ pub(crate) unsafe fn free(ptr: *mut u8) {
         (header, (*header).base, (*header).map_len)
     };
     let offset = ptr as usize - base as usize;
+    // SAFETY: the caller hands the block back, with every byte up to its mapping's end.
+    unsafe { sanitizer::taken_back(ptr, map_len - offset) };
     if offset == PAGE_SIZE && map_len <= CACHE_MAX_MAP_BYTES {
         // SAFETY: the header is ours; marking it freed makes a second free detectable.
         unsafe { (*header).magic = FREED_MAGIC };
@@ -183,6 +193,7 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
         if new_len > old_len && offset == PAGE_SIZE && new_len <= CACHE_MAX_MAP_BYTES {
             if let Some((cached, cached_len)) = take_cached(new_len) {
                 let moved = set_up(cached, offset, cached_len);
+                sanitizer::handed_out(moved, cached_len - offset, false);
                 ptr::copy_nonoverlapping(ptr, moved, old_len - offset);
                 free(ptr);
                 return moved;
@@ -191,6 +202,7 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
         if os::resize_in_place(base, old_len, new_len) {
             (*header).map_len = new_len;
             account_resize(old_len, new_len);
+            sanitizer::resized(ptr, old_len - offset, new_len - offset);
             return ptr;
         }
         let new_base = os::move_aligned(base, old_len, new_len, base_align(offset));
@@ -207,6 +219,7 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
         (*header).base = new_base;
         (*header).map_len = new_len;
         account_resize(old_len, new_len);
+        sanitizer::moved(ptr, old_len - offset, new_ptr, new_len - offset);
         new_ptr
     }
 }

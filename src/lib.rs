@@ -37,6 +37,7 @@
 //! stats.rs, config.rs statistics; the EBBMALLOC_* settings, declared once
 //! lifecycle.rs        process set-up, thread exit, fork
 //! sync.rs, consts.rs, fatal.rs   atomics and locks, shared numbers, abort on misuse
+//! sanitizer.rs        what ASan and memcheck are told (features `asan`, `valgrind`)
 //! ```
 //!
 //! # Rules of the house
@@ -63,6 +64,7 @@ mod large;
 mod lifecycle;
 mod os;
 mod pool;
+mod sanitizer;
 mod size_class;
 mod stats;
 mod sync;

@@ -24,6 +24,7 @@ use crate::arena::out_bitmap_of;
 use crate::block::{Batch, Block};
 use crate::consts::{ARENA_MASK, GRANULE};
 use crate::fatal::fatal;
+use crate::sanitizer;
 use crate::size_class::SizeClass;
 use core::ptr;
 
@@ -68,6 +69,9 @@ impl Pool {
         self.bin = NOT_LISTED;
         self.start_page = start_page;
         self.pages = info.pool_pages;
+        // SAFETY: the pool's pages were just taken for it from its arena: ours, mapped, and
+        // with no live block in them.
+        unsafe { sanitizer::fence_off(start, self.end as usize - start as usize) };
     }
 
     /// The class this pool serves.
@@ -95,7 +99,7 @@ impl Pool {
             // SAFETY: blocks on the pool's free list are free blocks of this pool, and the
             // class lock guards their out bits.
             unsafe {
-                self.free = (*block).next;
+                self.free = Block::next(block);
                 set_out(block as *mut u8);
                 out.push(block);
             }
@@ -133,7 +137,7 @@ impl Pool {
             if !clear_out(block as *mut u8) {
                 fatal("double free of", block as usize);
             }
-            (*block).next = self.free;
+            Block::set_next(block, self.free);
         }
         self.free = block;
         self.used -= 1;

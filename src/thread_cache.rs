@@ -39,7 +39,7 @@ use crate::central;
 use crate::config::{self, Setting};
 use crate::size_class::{SizeClass, NUM_CLASSES};
 use crate::sync::{AtomicU32, Mutex, Ordering};
-use crate::{lifecycle, tls};
+use crate::{lifecycle, sanitizer, tls};
 use core::cell::UnsafeCell;
 use core::ptr;
 
@@ -127,9 +127,10 @@ pub(crate) fn alloc(class: SizeClass) -> *mut u8 {
         let bin = bin(cache, class);
         let block = (*bin).head;
         if !block.is_null() {
-            (*bin).head = (*block).next;
+            (*bin).head = Block::next(block);
             let count = (*bin).count.load(Ordering::Relaxed);
             (*bin).count.store(count - 1, Ordering::Relaxed);
+            sanitizer::handed_out(block as *mut u8, class.size(), false);
             return block as *mut u8;
         }
         alloc_slow(cache, class)
@@ -143,13 +144,15 @@ pub(crate) fn alloc(class: SizeClass) -> *mut u8 {
 #[inline(always)]
 pub(crate) unsafe fn free(block: *mut u8, class: SizeClass) {
     let cache = this_thread();
+    // SAFETY: the caller hands over the block, a block of `class`.
+    unsafe { sanitizer::taken_back(block, class.size()) };
     let block = block as *mut Block;
     // SAFETY: the cache is this thread's; the caller hands the block over.
     unsafe {
         let bin = bin(cache, class);
         let count = (*bin).count.load(Ordering::Relaxed);
         if count < (*bin).limit {
-            (*block).next = (*bin).head;
+            Block::set_next(block, (*bin).head);
             (*bin).head = block;
             (*bin).count.store(count + 1, Ordering::Relaxed);
             return;
@@ -158,9 +161,25 @@ pub(crate) unsafe fn free(block: *mut u8, class: SizeClass) {
     }
 }
 
+/// A miss: a block from the central list (null when memory is exhausted), handed out.
+///
+/// # Safety
+/// `cache` is this thread's cache.
 #[cold]
 #[inline(never)]
 unsafe fn alloc_slow(cache: *mut ThreadCache, class: SizeClass) -> *mut u8 {
+    // SAFETY: by the caller's promise.
+    let block = unsafe { refill_and_take(cache, class) };
+    // SAFETY: a block of `class` (or null) that goes to the program.
+    unsafe { sanitizer::handed_out(block, class.size(), false) };
+    block
+}
+
+/// A block from the central list; the rest of the batch becomes the bin's list.
+///
+/// # Safety
+/// `cache` is this thread's cache.
+unsafe fn refill_and_take(cache: *mut ThreadCache, class: SizeClass) -> *mut u8 {
     // SAFETY: `cache` is this thread's cache (caller).
     if !unsafe { ensure_active(cache) } {
         return alloc_without_cache(class);
