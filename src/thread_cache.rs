@@ -38,7 +38,7 @@ use crate::block::{Batch, Block};
 use crate::central;
 use crate::config::{self, Setting};
 use crate::size_class::{SizeClass, NUM_CLASSES};
-use crate::sync::{AtomicU32, Mutex, Ordering};
+use crate::sync::{AtomicU32, Mutex, Ordering, MEMORY_FREED};
 use crate::{lifecycle, tls};
 use core::cell::UnsafeCell;
 use core::ptr;
@@ -442,6 +442,9 @@ pub(crate) fn tear_down_this_thread() {
             central::flush(class, list);
         }
     }
+    // The flushed batches sit in the transfer caches, where a sleeping trimmer would not
+    // see them: wake it, so what an exited thread held goes back to the OS.
+    MEMORY_FREED.notify();
 }
 
 /// One block of `class` straight from the central list.
