@@ -253,7 +253,13 @@ fn warn_bad_value(info: &SettingInfo) {
 pub(crate) fn print_settings() {
     for (index, info) in SETTINGS.iter().enumerate() {
         let value = VALUES[index].load(Ordering::Relaxed) & !SET_BY_PROGRAM;
-        crate::stats::print_line(format_args!("ebbmalloc: {} = {}\n", info.env, value));
+        if let Kind::Purge = info.kind {
+            // Shown as it is written in the environment, not as its stored number.
+            let name = if value == 1 { "free" } else { "dontneed" };
+            crate::stats::print_line(format_args!("ebbmalloc: {} = {}\n", info.env, name));
+        } else {
+            crate::stats::print_line(format_args!("ebbmalloc: {} = {}\n", info.env, value));
+        }
     }
 }
 
