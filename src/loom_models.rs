@@ -6,7 +6,9 @@
 //! 2. the arena occupancy counter's transitions (pools carved and released) racing the
 //!    trimmer's pass over the arenas, which releases free pages and unmaps empty arenas;
 //! 3. thread caches registering, allocating, freeing and tearing down (the flush at thread
-//!    exit) while another thread walks the registry for statistics and runs `trim()`.
+//!    exit) while another thread walks the registry for statistics and runs `trim()`;
+//! 4. the background trimmer going to sleep while a pool's release notifies it: the
+//!    wake-up is never lost (a sleeper nobody wakes is a deadlock loom reports).
 //!
 //! Loom runs each model many times, once per interleaving it explores (bounded by
 //! `LOOM_MAX_PREEMPTIONS`, 2 when unset); every static of the allocator is made afresh for
@@ -23,6 +25,7 @@ use crate::block::Batch;
 use crate::config::{self, Purge, Setting};
 use crate::consts::{ARENA_MASK, USABLE_PAGES};
 use crate::size_class::SizeClass;
+use crate::sync::MEMORY_FREED;
 use crate::{arena, central, chunk_map, os, thread_cache, trim};
 use loom::thread;
 use std::collections::HashSet;
@@ -292,6 +295,29 @@ fn thread_caches_register_and_tear_down_while_the_registry_is_walked() {
             "torn-down caches left"
         );
         assert_eq!(thread_cache::cached_blocks(class), 0);
+        assert_everything_comes_back(class);
+    });
+}
+
+/// Model 4: a thread releases a pool (which notifies `MEMORY_FREED`) while the background
+/// trimmer's sleep starts: the sleeper always learns of it.
+#[test]
+fn a_released_pool_always_wakes_the_sleeping_trimmer() {
+    check("trimmer wake-up", || {
+        let class = class_of(128 << 10);
+        let releaser = spawn(move || {
+            let taken = central::refill(class, 1);
+            assert_eq!(taken.count, 1);
+            // SAFETY: the block is an out block of the class we no longer use.
+            unsafe { central::flush(class, taken) };
+            // Back to its pool, which empties and goes back to its arena: a notification.
+            central::trim(class, true);
+        });
+        assert!(
+            MEMORY_FREED.wait_ms(10_000),
+            "the sleeper missed the notification"
+        );
+        releaser.join().unwrap();
         assert_everything_comes_back(class);
     });
 }
