@@ -239,10 +239,8 @@ fn the_trimmer_never_takes_an_arena_in_use() {
                     "the arena of a held block is mapped"
                 );
                 // SAFETY: as above.
-                assert!(
-                    unsafe { has_stamp(block, class.size(), round + 1) },
-                    "a held block's pages were released"
-                );
+                let kept = unsafe { has_stamp(block, class.size(), round + 1) };
+                assert!(kept, "a held block's pages were released");
                 // SAFETY: the block is an out block of the class we no longer use.
                 unsafe { central::flush(class, taken) };
                 // Back to its pool, which empties and goes back to its arena.
