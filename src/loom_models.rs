@@ -172,7 +172,6 @@ fn assert_everything_comes_back(class: SizeClass) {
 /// Model 1: two threads each take two batches of a class in turn, check them and flush
 /// them back, while the trimmer returns parked batches to their pools (which empties
 /// pools, releases them and makes the next refill carve a new one).
-const ROUNDS: usize = 2;
 #[test]
 fn batches_move_through_the_central_lists_whole() {
     check("central batches", || {
@@ -184,7 +183,7 @@ fn batches_move_through_the_central_lists_whole() {
             .map(|worker| {
                 let held = held.clone();
                 spawn(move || {
-                    for round in 0..ROUNDS {
+                    for round in 0..2 {
                         let taken = central::refill(class, batch);
                         assert_eq!(taken.count, batch, "a refill brings a whole batch");
                         let blocks = blocks_of(&taken);
