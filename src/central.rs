@@ -27,9 +27,9 @@ use crate::arena;
 use crate::block::Batch;
 use crate::pool::{Pool, NOT_LISTED};
 use crate::size_class::{SizeClass, MAX_TRANSFER_BATCHES, NUM_CLASSES};
-use crate::sync::Mutex;
 #[cfg(test)]
 use crate::sync::MutexGuard;
+use crate::sync::{model_static, Mutex};
 use core::cell::UnsafeCell;
 use core::ptr;
 
@@ -63,21 +63,30 @@ struct Central {
 // SAFETY: `lists` (and the pool descriptors of the class) are only touched with `lock` held.
 unsafe impl Sync for Central {}
 
+const EMPTY_LISTS: CentralLists = CentralLists {
+    transfer: [Batch::EMPTY; TRANSFER_SLOTS],
+    transfer_len: 0,
+    transfer_low_water: 0,
+    transfer_blocks: 0,
+    bins: [ptr::null_mut(); FULLNESS_BINS],
+    blocks_out: 0,
+    pools: 0,
+};
+
+#[cfg(not(loom))]
 #[allow(clippy::declare_interior_mutable_const)] // used once, to fill the array below
 const NEW_CENTRAL: Central = Central {
     lock: Mutex::new(),
-    lists: UnsafeCell::new(CentralLists {
-        transfer: [Batch::EMPTY; TRANSFER_SLOTS],
-        transfer_len: 0,
-        transfer_low_water: 0,
-        transfer_blocks: 0,
-        bins: [ptr::null_mut(); FULLNESS_BINS],
-        blocks_out: 0,
-        pools: 0,
-    }),
+    lists: UnsafeCell::new(EMPTY_LISTS),
 };
 
-static CENTRAL: [Central; NUM_CLASSES] = [NEW_CENTRAL; NUM_CLASSES];
+model_static! {
+    static CENTRAL: [Central; NUM_CLASSES] = [NEW_CENTRAL; NUM_CLASSES],
+    loom = core::array::from_fn(|_| Central {
+        lock: Mutex::new(),
+        lists: UnsafeCell::new(EMPTY_LISTS),
+    });
+}
 
 #[inline]
 fn central(class: SizeClass) -> &'static Central {

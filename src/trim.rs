@@ -23,7 +23,7 @@
 
 use crate::config::{self, Setting};
 use crate::size_class::{SizeClass, NUM_CLASSES};
-use crate::sync::{AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering, MEMORY_FREED};
+use crate::sync::{model_static, AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering, MEMORY_FREED};
 use crate::{arena, central, large, os, thread_cache};
 use core::cell::Cell;
 
@@ -34,14 +34,26 @@ const RUNNING: u32 = 2;
 /// It could not be started; the ticker takes over until the next fork.
 const FAILED: u32 = 3;
 
-static BACKGROUND: AtomicU32 = AtomicU32::new(NOT_STARTED);
-/// Whether starting the background thread is safe. In the preloaded C library it is not
-/// until the library's constructor has run (the dynamic loader may still be at work).
-static BACKGROUND_ALLOWED: AtomicBool = AtomicBool::new(!cfg!(feature = "preload"));
-static PASS_LOCK: Mutex = Mutex::new();
-static LAST_PASS_MS: AtomicU32 = AtomicU32::new(0);
-static PASSES: AtomicU64 = AtomicU64::new(0);
-static RELEASED_BYTES: AtomicU64 = AtomicU64::new(0);
+model_static! {
+    static BACKGROUND: AtomicU32 = AtomicU32::new(NOT_STARTED);
+}
+model_static! {
+    /// Whether starting the background thread is safe. In the preloaded C library it is not
+    /// until the library's constructor has run (the dynamic loader may still be at work).
+    static BACKGROUND_ALLOWED: AtomicBool = AtomicBool::new(!cfg!(feature = "preload"));
+}
+model_static! {
+    static PASS_LOCK: Mutex = Mutex::new();
+}
+model_static! {
+    static LAST_PASS_MS: AtomicU32 = AtomicU32::new(0);
+}
+model_static! {
+    static PASSES: AtomicU64 = AtomicU64::new(0);
+}
+model_static! {
+    static RELEASED_BYTES: AtomicU64 = AtomicU64::new(0);
+}
 
 /// Slow-path operations between two looks at the clock.
 const TICKS_PER_CHECK: u32 = 64;
@@ -50,8 +62,13 @@ const IDLE_SLEEP_MS: u32 = 10_000;
 /// Stack of the background thread: the pass needs little.
 const BACKGROUND_STACK_BYTES: usize = 256 << 10;
 
-thread_local! {
+#[cfg(not(loom))]
+std::thread_local! {
     static TICKS: Cell<u32> = const { Cell::new(0) };
+}
+#[cfg(loom)]
+crate::sync::thread_local! {
+    static TICKS: Cell<u32> = Cell::new(0);
 }
 
 /// Called by the allocation slow paths, with no lock held: starts the background thread
