@@ -176,6 +176,7 @@ pub(crate) fn out_bitmap_of(block: *mut u8) -> *mut u64 {
 ///
 /// # Safety
 /// The chunk is in the chunk map, so its first page is mapped and ours.
+#[cfg_attr(feature = "hardened", inline)] // on every hardened alloc and free
 pub(crate) unsafe fn is_arena(chunk: usize) -> bool {
     // SAFETY: by the caller's promise.
     unsafe { (*(chunk as *const Arena)).magic == ARENA_MAGIC }
@@ -187,6 +188,7 @@ pub(crate) unsafe fn is_arena(chunk: usize) -> bool {
 ///
 /// # Safety
 /// `arena_of(block)` is a live arena (its chunk is in the chunk map).
+#[cfg_attr(feature = "hardened", inline)] // on every hardened alloc and free
 pub(crate) unsafe fn class_of_block(block: *mut u8) -> Option<SizeClass> {
     let arena = arena_of(block);
     let page = (block as usize - arena as usize) >> PAGE_SHIFT;

@@ -99,12 +99,18 @@ pub(crate) unsafe fn realloc(
 /// Hardened builds: aborts unless `block` is what a Rust `dealloc` or `realloc` says it
 /// is, a block of `class`, or a live large block when `class` is `None`.
 #[cfg(feature = "hardened")]
+#[inline(always)]
 fn check_owner(block: *mut u8, class: Option<SizeClass>) {
-    match (owner_of(block), class) {
-        (Some(Owner::Class(found)), Some(expected)) if found == expected => {}
-        (Some(Owner::Large), None) => {}
-        (Some(Owner::FreedLarge), None) => crate::fatal::fatal("double free of", block as usize),
-        _ => crate::fatal::fatal("invalid free of", block as usize),
+    let owned = match class {
+        Some(class) => arena::is_block_of_class(block, class),
+        None => match owner_of(block) {
+            Some(Owner::Large) => true,
+            Some(Owner::FreedLarge) => crate::fatal::fatal("double free of", block as usize),
+            _ => false,
+        },
+    };
+    if !owned {
+        crate::fatal::fatal("invalid free of", block as usize);
     }
 }
 
