@@ -486,20 +486,18 @@ pub(crate) unsafe fn usable_size(ptr: *mut u8) -> usize {
     }
 }
 
-/// The header of a large block, after checking that it is one: its slot is in the chunk
-/// map, its magic says live and it describes `ptr` (not a pointer into the block).
+/// The header of a large block, after checking its magic.
+///
+/// The pointer is not looked up in the chunk map here: that would cost the default build
+/// a fifth more instructions per large alloc+free pair. The C ABI and the hardened build's
+/// Rust `dealloc` (`front::check_owner`) have checked it before they call in.
 ///
 /// # Safety
-/// The chunk map is right about the chunks it holds (mapped headers of ours).
+/// The arena-sized slot below `ptr` is readable memory.
 unsafe fn header_of(ptr: *mut u8) -> *mut LargeHeader {
     let header = header_address(ptr);
-    if !chunk_map::contains(header as usize) {
-        fatal("invalid free of", ptr as usize);
-    }
-    // SAFETY: the chunk map vouches for the header slot.
-    let (magic, block) = unsafe { ((*header).magic, (*header).block) };
-    match magic {
-        _ if block != ptr => fatal("invalid free of", ptr as usize),
+    // SAFETY: readable by the caller's promise.
+    match unsafe { (*header).magic } {
         LARGE_MAGIC => header,
         FREED_MAGIC => fatal("double free of", ptr as usize),
         _ => fatal("invalid free of", ptr as usize),
