@@ -131,15 +131,21 @@ pub(crate) fn arena_of(block: *mut u8) -> *mut Arena {
 
 /// The pool that serves `block`, after checking that `block` lies in a page of an arena
 /// that is in a pool of `class` and starts a block of it. Aborts with `double free` for a
-/// page in no pool (its blocks all came back already) and `invalid free` otherwise.
+/// page in no pool (its blocks all came back already) and `invalid free` otherwise (also
+/// for a pointer outside our arenas, which a Rust `dealloc` with a foreign pointer brings
+/// here: the chunk map is asked before any header is read).
 ///
 /// # Safety
-/// The arena header of `block` is readable: `block` came from the class path of this
-/// allocator (the C ABI checks foreign pointers before calling this).
+/// The caller holds the central lock of `class`.
 pub(crate) unsafe fn pool_of(block: *mut u8, class: SizeClass) -> *mut Pool {
     let arena = arena_of(block);
+    if !chunk_map::contains(arena as usize) {
+        fatal("invalid free of", block as usize);
+    }
     let page = (block as usize - arena as usize) >> PAGE_SHIFT;
-    // SAFETY: the caller guarantees the header is readable; `page < PAGES_PER_ARENA`.
+    // SAFETY: the chunk map says the chunk holds a live header of ours (an arena, or the
+    // header slot of a large mapping, which the magic tells apart); `page <
+    // PAGES_PER_ARENA`. An arena with a block out is not unmapped.
     unsafe {
         if (*arena).magic != ARENA_MAGIC || page < HEADER_PAGES {
             fatal("invalid free of", block as usize);
@@ -172,6 +178,7 @@ pub(crate) fn out_bitmap_of(block: *mut u8) -> *mut u64 {
 ///
 /// # Safety
 /// The chunk is in the chunk map, so its first page is mapped and ours.
+#[cfg_attr(feature = "hardened", inline)] // on every hardened alloc and free
 pub(crate) unsafe fn is_arena(chunk: usize) -> bool {
     // SAFETY: by the caller's promise.
     unsafe { (*(chunk as *const Arena)).magic == ARENA_MAGIC }
@@ -183,6 +190,7 @@ pub(crate) unsafe fn is_arena(chunk: usize) -> bool {
 ///
 /// # Safety
 /// `arena_of(block)` is a live arena (its chunk is in the chunk map).
+#[cfg_attr(feature = "hardened", inline)] // on every hardened alloc and free
 pub(crate) unsafe fn class_of_block(block: *mut u8) -> Option<SizeClass> {
     let arena = arena_of(block);
     let page = (block as usize - arena as usize) >> PAGE_SHIFT;
@@ -202,6 +210,17 @@ pub(crate) unsafe fn class_of_block(block: *mut u8) -> Option<SizeClass> {
         let blocks_end = (*pool).end as usize - pool_start;
         (offset < blocks_end && class.info().is_block_offset(offset)).then_some(class)
     }
+}
+
+/// Whether `ptr` is the start of a block of `class` in a live pool of one of our arenas.
+/// Any address may be asked: nothing is read before the chunk map vouches for the arena.
+#[cfg(feature = "hardened")]
+#[inline]
+pub(crate) fn is_block_of_class(ptr: *mut u8, class: SizeClass) -> bool {
+    let chunk = ptr as usize & ARENA_MASK;
+    // SAFETY: the chunk is in the chunk map, so its header is ours and mapped, and it is
+    // an arena by its magic.
+    chunk_map::contains(chunk) && unsafe { is_arena(chunk) && class_of_block(ptr) == Some(class) }
 }
 
 /// The descriptor of the pool starting at page `start` of `arena`.
@@ -614,6 +633,9 @@ impl ArenaLists {
 
     /// A new empty arena, in no list, from the current reservation or a new one.
     fn new_arena(&mut self) -> *mut Arena {
+        // The first link of a free list is written in a pool of the first arena.
+        #[cfg(feature = "hardened")]
+        crate::hardened::seed();
         if self.reserve_left == 0 {
             let size = ARENAS_PER_RESERVATION * ARENA_SIZE;
             let start = os::reserve_aligned(size, ARENA_SIZE);

@@ -239,7 +239,7 @@ impl CentralLists {
     unsafe fn return_to_pools(&mut self, class: SizeClass, mut batch: Batch) {
         loop {
             // SAFETY: the batch is a valid list (caller).
-            let block = unsafe { batch.pop() };
+            let block = unsafe { batch.pop(class) };
             if block.is_null() {
                 break;
             }

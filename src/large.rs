@@ -1,12 +1,18 @@
 //! Large allocations: requests above the largest size class (or aligned beyond it) each get
 //! a mapping of their own.
 //!
-//! Layout of a large mapping, with `offset = max(PAGE_SIZE, align)`:
+//! Layout of a large mapping, with `offset = max(MIN_OFFSET, align)`:
 //!
 //! ```text
 //! base (aligned to max(ARENA_SIZE, align))
 //! | ... header page at (ptr - 1) & ARENA_MASK ... | ptr = base + offset ... | ... map_len
 //! ```
+//!
+//! `MIN_OFFSET` is one page (the header). With the `hardened` feature it is two, and the
+//! page just below the block and the last page of the mapping are guard pages
+//! (`PROT_NONE`): running off either end of a large block faults at once. Such a mapping
+//! is several kernel mappings, which `mremap` cannot resize, so hardened `realloc` copies
+//! into a new block where the default one remaps.
 //!
 //! The header sits in the arena-sized slot just below the user pointer, so the same rule
 //! as for arenas, `(ptr - 1) & ARENA_MASK`, finds it (a small block is never at the start of
@@ -40,6 +46,21 @@ const LARGE_MAGIC: u64 = 0x6562_626c_6172_6765;
 /// The magic of a mapping that sits freed in the cache ("ebbfreed"): a second free of its
 /// block is a double free.
 const FREED_MAGIC: u64 = 0x6562_6266_7265_6564;
+
+/// Bytes from a mapping's start to its block at least: the header page, and in hardened
+/// builds a guard page between the header and the block.
+const MIN_OFFSET: usize = if cfg!(feature = "hardened") {
+    2 * PAGE_SIZE
+} else {
+    PAGE_SIZE
+};
+/// Bytes at the end of a mapping that its block may not use: in hardened builds a guard
+/// page, which faults on an overflow past the block's usable size.
+const TAIL_GUARD: usize = if cfg!(feature = "hardened") {
+    PAGE_SIZE
+} else {
+    0
+};
 
 /// Freed mappings kept for reuse.
 const CACHE_ENTRIES: usize = 32;
@@ -108,11 +129,11 @@ model_static! {
 /// A large block of `size` bytes aligned to `align`, zero-filled if `zeroed`; null when the
 /// OS refuses.
 pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
-    let offset = align.max(PAGE_SIZE);
-    let Some(map_len) = offset.checked_add(size).and_then(round_map_len) else {
+    let offset = align.max(MIN_OFFSET);
+    let Some(map_len) = mapping_len(offset, size) else {
         return ptr::null_mut();
     };
-    if offset == PAGE_SIZE {
+    if offset == MIN_OFFSET {
         if let Some((base, cached_len)) = take_cached(map_len) {
             // SAFETY: a cached mapping is ours, `cached_len` long, unused.
             let ptr = unsafe { set_up(base, offset, cached_len) };
@@ -129,6 +150,15 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     }
     // SAFETY: a fresh mapping of ours, `map_len` long; fresh pages are already zero.
     let ptr = unsafe { set_up(base, offset, map_len) };
+    #[cfg(feature = "hardened")]
+    {
+        // SAFETY: the mapping is fresh and ours; its block is not handed out yet.
+        if !unsafe { set_guards(base, ptr, map_len) } {
+            // SAFETY: the mapping is ours and unused.
+            unsafe { os::unmap(base, map_len) };
+            return ptr::null_mut();
+        }
+    }
     if !chunk_map::insert(header_address(ptr) as usize) {
         // SAFETY: the mapping is ours and unused.
         unsafe { os::unmap(base, map_len) };
@@ -149,7 +179,7 @@ pub(crate) unsafe fn free(ptr: *mut u8) {
         (header, (*header).base, (*header).map_len)
     };
     let offset = ptr as usize - base as usize;
-    if offset == PAGE_SIZE && map_len <= CACHE_MAX_MAP_BYTES {
+    if offset == MIN_OFFSET && map_len <= CACHE_MAX_MAP_BYTES {
         // SAFETY: the header is ours; marking it freed makes a second free detectable.
         unsafe { (*header).magic = FREED_MAGIC };
         if let Some((older, older_len)) = swap_hot(pack_hot(base, map_len)) {
@@ -177,21 +207,42 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
         let base = (*header).base;
         let old_len = (*header).map_len;
         let offset = ptr as usize - base as usize;
-        let Some(new_len) = offset.checked_add(new_size).and_then(round_map_len) else {
+        let Some(new_len) = mapping_len(offset, new_size) else {
             return ptr::null_mut();
         };
         if new_len <= old_len && new_len >= old_len / 2 {
             // Fits, and shrinking would give back less than half: keep the mapping.
             return ptr;
         }
-        if new_len > old_len && offset == PAGE_SIZE && new_len <= CACHE_MAX_MAP_BYTES {
+        if new_len > old_len && offset == MIN_OFFSET && new_len <= CACHE_MAX_MAP_BYTES {
             if let Some((cached, cached_len)) = take_cached(new_len) {
                 let moved = set_up(cached, offset, cached_len);
-                ptr::copy_nonoverlapping(ptr, moved, old_len - offset);
+                ptr::copy_nonoverlapping(ptr, moved, old_len - offset - TAIL_GUARD);
                 free(ptr);
                 return moved;
             }
         }
+        resize_mapping(ptr, header, new_len, new_size)
+    }
+}
+
+/// The rest of [`realloc`]: grows or shrinks the mapping with `mremap`, in place or moved
+/// without copying.
+///
+/// # Safety
+/// `ptr` is a live large block of ours and `header` its header.
+#[cfg(not(feature = "hardened"))]
+unsafe fn resize_mapping(
+    ptr: *mut u8,
+    header: *mut LargeHeader,
+    new_len: usize,
+    _new_size: usize,
+) -> *mut u8 {
+    // SAFETY: by the caller's promise.
+    unsafe {
+        let base = (*header).base;
+        let old_len = (*header).map_len;
+        let offset = ptr as usize - base as usize;
         if os::resize_in_place(base, old_len, new_len) {
             (*header).map_len = new_len;
             account_resize(old_len, new_len);
@@ -203,7 +254,7 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
         }
         let new_ptr = new_base.add(offset);
         chunk_map::remove(header as usize);
-        let header = header_of(new_ptr);
+        let header = header_address(new_ptr);
         (*header).block = new_ptr;
         if !chunk_map::insert(header as usize) {
             fatal("cannot record the moved large mapping at", new_ptr as usize);
@@ -212,6 +263,32 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
         (*header).map_len = new_len;
         account_resize(old_len, new_len);
         new_ptr
+    }
+}
+
+/// The rest of [`realloc`] in hardened builds: a new block and a copy. `mremap` works on
+/// one mapping of one protection, and the guard pages split a block's mapping in several.
+///
+/// # Safety
+/// `ptr` is a live large block of ours and `header` its header.
+#[cfg(feature = "hardened")]
+unsafe fn resize_mapping(
+    ptr: *mut u8,
+    header: *mut LargeHeader,
+    _new_len: usize,
+    new_size: usize,
+) -> *mut u8 {
+    // SAFETY: by the caller's promise.
+    unsafe {
+        let offset = ptr as usize - (*header).base as usize;
+        let usable = (*header).map_len - offset - TAIL_GUARD;
+        // `offset` is the block's alignment or more, so the new block is aligned as well.
+        let moved = alloc(new_size, offset, false);
+        if !moved.is_null() {
+            ptr::copy_nonoverlapping(ptr, moved, usable.min(new_size));
+            free(ptr);
+        }
+        moved
     }
 }
 
@@ -319,11 +396,38 @@ pub(crate) fn reset_after_fork_in_child() {
     CACHE.lock.reset_in_child();
 }
 
+#[cfg(not(feature = "hardened"))]
 fn account_resize(old_len: usize, new_len: usize) {
     if new_len > old_len {
         MAPPED_BYTES.fetch_add(new_len - old_len, Ordering::Relaxed);
     } else {
         MAPPED_BYTES.fetch_sub(old_len - new_len, Ordering::Relaxed);
+    }
+}
+
+/// The length of a mapping for a block of `size` bytes at `offset`, its tail guard
+/// included; None on overflow.
+fn mapping_len(offset: usize, size: usize) -> Option<usize> {
+    offset
+        .checked_add(size)
+        .and_then(|len| len.checked_add(TAIL_GUARD))
+        .and_then(round_map_len)
+}
+
+/// Makes the page below the block and the last page of its mapping guard pages (hardened
+/// builds; nothing otherwise). False when the OS refuses.
+///
+/// # Safety
+/// `[base, base + map_len)` is a fresh mapping of ours and `ptr` its block, at least
+/// [`MIN_OFFSET`] above `base`.
+#[cfg(feature = "hardened")]
+unsafe fn set_guards(base: *mut u8, ptr: *mut u8, map_len: usize) -> bool {
+    // SAFETY: both pages lie in the mapping and hold neither the header nor the block
+    // (the header is in the arena-sized slot below the block, never its last page, as the
+    // block is page-aligned and at least two pages above `base`).
+    unsafe {
+        os::make_guard(ptr.sub(PAGE_SIZE), PAGE_SIZE)
+            && os::make_guard(base.add(map_len - TAIL_GUARD), TAIL_GUARD)
     }
 }
 
@@ -384,11 +488,15 @@ pub(crate) unsafe fn usable_size(ptr: *mut u8) -> usize {
     // SAFETY: by the caller's promise the header is ours.
     unsafe {
         let header = header_of(ptr);
-        (*header).base as usize + (*header).map_len - ptr as usize
+        (*header).base as usize + (*header).map_len - TAIL_GUARD - ptr as usize
     }
 }
 
 /// The header of a large block, after checking its magic.
+///
+/// The pointer is not looked up in the chunk map here: that would cost the default build
+/// a fifth more instructions per large alloc+free pair. The C ABI and the hardened build's
+/// Rust `dealloc` (`front::check_owner`) have checked it before they call in.
 ///
 /// # Safety
 /// The arena-sized slot below `ptr` is readable memory.

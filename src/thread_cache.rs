@@ -2,7 +2,8 @@
 //!
 //! The fast paths ([`alloc`], [`free`]) are a thread-local load, a pop or a push, and a
 //! count update: no atomic operation, no lock, no call. Everything else is in `#[cold]`
-//! functions:
+//! functions. (With the `hardened` feature the fast paths also check and flip the block's
+//! live bit, and links are encoded; see `hardened.rs`.) The slow paths:
 //!
 //! - a **miss** (empty list) refills a batch from the central list of the class, and raises
 //!   the class's limit by a batch (up to `max_cached` and the thread's byte budget), so a
@@ -34,7 +35,7 @@
 //! shrinks geometrically. A thread that is parked never reaches a slow path, so what it
 //! keeps is bounded by its byte budget.
 
-use crate::block::{Batch, Block};
+use crate::block::{next_of, set_next, Batch, Block};
 use crate::central;
 use crate::config::{self, Setting};
 use crate::size_class::{SizeClass, NUM_CLASSES};
@@ -147,15 +148,33 @@ unsafe fn bin(cache: *mut ThreadCache, class: SizeClass) -> *mut Bin {
 }
 
 /// A block of `class`, or null when memory is exhausted.
+#[cfg(not(feature = "hardened"))]
 #[inline(always)]
 pub(crate) fn alloc(class: SizeClass) -> *mut u8 {
+    alloc_unchecked(class)
+}
+
+/// A block of `class`, or null when memory is exhausted; marked live (see `hardened.rs`).
+#[cfg(feature = "hardened")]
+#[inline(always)]
+pub(crate) fn alloc(class: SizeClass) -> *mut u8 {
+    let block = alloc_unchecked(class);
+    if !block.is_null() {
+        // SAFETY: the block was just taken off a free list of the class.
+        unsafe { crate::hardened::on_alloc(block, class) };
+    }
+    block
+}
+
+#[inline(always)]
+fn alloc_unchecked(class: SizeClass) -> *mut u8 {
     let cache = this_thread();
     // SAFETY: the cache is this thread's; a non-null head is a free block of the class.
     unsafe {
         let bin = bin(cache, class);
         let block = (*bin).head;
         if !block.is_null() {
-            (*bin).head = (*block).next;
+            (*bin).head = next_of(block, class);
             let count = (*bin).count.load(Ordering::Relaxed);
             (*bin).count.store(count - 1, Ordering::Relaxed);
             return block as *mut u8;
@@ -170,6 +189,11 @@ pub(crate) fn alloc(class: SizeClass) -> *mut u8 {
 /// `block` was allocated by this allocator as a block of `class` and is not used again.
 #[inline(always)]
 pub(crate) unsafe fn free(block: *mut u8, class: SizeClass) {
+    #[cfg(feature = "hardened")]
+    {
+        // SAFETY: the caller's promise: a block of `class`, so in a live pool.
+        unsafe { crate::hardened::on_free(block, class) };
+    }
     let cache = this_thread();
     let block = block as *mut Block;
     // SAFETY: the cache is this thread's; the caller hands the block over.
@@ -177,7 +201,7 @@ pub(crate) unsafe fn free(block: *mut u8, class: SizeClass) {
         let bin = bin(cache, class);
         let count = (*bin).count.load(Ordering::Relaxed);
         if count < (*bin).limit {
-            (*block).next = (*bin).head;
+            set_next(block, (*bin).head);
             (*bin).head = block;
             (*bin).count.store(count + 1, Ordering::Relaxed);
             return;
@@ -200,7 +224,7 @@ unsafe fn alloc_slow(cache: *mut ThreadCache, class: SizeClass) -> *mut u8 {
     // SAFETY: a refilled batch is a valid list of free blocks of the class; the bin is
     // empty (this is a miss), so the rest of the batch becomes its list.
     let block = unsafe {
-        let block = batch.pop();
+        let block = batch.pop(class);
         let bin = bin(cache, class);
         (*bin).head = batch.head;
         (*bin).count.store(batch.count, Ordering::Relaxed);
@@ -230,7 +254,7 @@ unsafe fn free_slow(cache: *mut ThreadCache, class: SizeClass, block: *mut Block
         let mut list = take_list(bin);
         list.push(block);
         if list.count > (*bin).limit {
-            let flushed = list.split_front(class.info().batch as u32);
+            let flushed = list.split_front(class.info().batch as u32, class);
             central::flush(class, flushed);
         }
         (*bin).head = list.head;
@@ -280,7 +304,7 @@ unsafe fn give_back_idle_blocks_if_asked(cache: *mut ThreadCache) {
             (*cache).limit_bytes -= ((*bin).limit - lowered) as usize * info.size as usize;
             (*bin).limit = lowered;
             let mut list = take_list(bin);
-            let flushed = list.split_front(list.count.div_ceil(2));
+            let flushed = list.split_front(list.count.div_ceil(2), class);
             central::flush(class, flushed);
             (*bin).head = list.head;
             (*bin).count.store(list.count, Ordering::Relaxed);
@@ -501,7 +525,7 @@ fn alloc_without_cache(class: SizeClass) -> *mut u8 {
     // SAFETY: a refilled batch is a valid list of free blocks; what we do not use goes
     // straight back.
     unsafe {
-        let block = batch.pop();
+        let block = batch.pop(class);
         central::flush(class, batch);
         block as *mut u8
     }

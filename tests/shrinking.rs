@@ -131,6 +131,7 @@ fn trim_releases_at_once_without_the_background_thread() {
     assert!(!ebbmalloc::Settings::current().background_thread);
     let heap = build_small_objects(256);
     let peak = rss_mib();
+    let trimmed_before = ebbmalloc::stats().trimmed_bytes;
     drop(heap);
     let released = ebbmalloc::trim();
     let after = rss_mib();
@@ -138,9 +139,13 @@ fn trim_releases_at_once_without_the_background_thread() {
         after <= peak * 0.15,
         "RSS {after:.1} MiB right after trim(), peak {peak:.1} MiB"
     );
+    // The slow path runs rate-limited passes while the heap is dropped (more of them when
+    // the drop is slow: a hardened debug build fills every freed block), so `trim()` may
+    // have less left to give back; together the passes account for the drop.
+    let trimmed = ebbmalloc::stats().trimmed_bytes - trimmed_before;
     assert!(
-        released as f64 >= (peak - after) * 0.5 * (1 << 20) as f64,
-        "trim() said {released} B"
+        released > 0 && trimmed as f64 >= (peak - after) * 0.5 * (1 << 20) as f64,
+        "trim() said {released} B, the passes since the drop {trimmed} B"
     );
 }
 
