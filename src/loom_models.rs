@@ -21,7 +21,7 @@
 //! memory a thread holds is never released or unmapped under it, and the counters and lists
 //! of arenas and of the thread registry are consistent whenever their lock is free.
 
-use crate::block::Batch;
+use crate::block::{self, Batch};
 use crate::config::{self, Purge, Setting};
 use crate::consts::{ARENA_MASK, USABLE_PAGES};
 use crate::size_class::SizeClass;
@@ -83,13 +83,13 @@ fn class_of(size: usize) -> SizeClass {
 }
 
 /// The blocks of `batch`, in list order.
-fn blocks_of(batch: &Batch) -> Vec<usize> {
+fn blocks_of(batch: &Batch, class: SizeClass) -> Vec<usize> {
     let mut blocks = Vec::new();
     let mut block = batch.head;
     while !block.is_null() {
         blocks.push(block as usize);
         // SAFETY: a batch is a null-terminated list of free blocks that we hold.
-        block = unsafe { (*block).next };
+        block = unsafe { block::next_of(block, class) };
     }
     assert_eq!(
         blocks.len(),
@@ -186,7 +186,7 @@ fn batches_move_through_the_central_lists_whole() {
                     for round in 0..2 {
                         let taken = central::refill(class, batch);
                         assert_eq!(taken.count, batch, "a refill brings a whole batch");
-                        let blocks = blocks_of(&taken);
+                        let blocks = blocks_of(&taken, class);
                         held.take(&blocks);
                         let mark = (worker << 8 | round) as u64;
                         for &block in &blocks {
