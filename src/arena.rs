@@ -43,7 +43,7 @@ use crate::fatal::fatal;
 use crate::os;
 use crate::pool::Pool;
 use crate::size_class::SizeClass;
-use crate::sync::{AtomicU32, AtomicU8, AtomicUsize, Mutex, Ordering, MEMORY_FREED};
+use crate::sync::{model_static, AtomicU32, AtomicU8, AtomicUsize, Mutex, Ordering, MEMORY_FREED};
 use core::cell::UnsafeCell;
 use core::ptr;
 
@@ -106,20 +106,22 @@ struct Arenas {
 // SAFETY: `lists` is only touched with `lock` held.
 unsafe impl Sync for Arenas {}
 
-static ARENAS: Arenas = Arenas {
-    lock: Mutex::new(),
-    lists: UnsafeCell::new(ArenaLists {
-        by_free_pages: [ptr::null_mut(); PAGES_PER_ARENA],
-        nonempty: 0,
-        reserve_next: ptr::null_mut(),
-        reserve_left: 0,
-    }),
-    mapped: AtomicUsize::new(0),
-    empty: AtomicUsize::new(0),
-    pool_pages: AtomicUsize::new(0),
-    dirty_pages: AtomicUsize::new(0),
-    released_pages: AtomicUsize::new(0),
-};
+model_static! {
+    static ARENAS: Arenas = Arenas {
+        lock: Mutex::new(),
+        lists: UnsafeCell::new(ArenaLists {
+            by_free_pages: [ptr::null_mut(); PAGES_PER_ARENA],
+            nonempty: 0,
+            reserve_next: ptr::null_mut(),
+            reserve_left: 0,
+        }),
+        mapped: AtomicUsize::new(0),
+        empty: AtomicUsize::new(0),
+        pool_pages: AtomicUsize::new(0),
+        dirty_pages: AtomicUsize::new(0),
+        released_pages: AtomicUsize::new(0),
+    };
+}
 
 /// The arena header of a block that lies in an arena.
 #[inline(always)]
@@ -129,15 +131,21 @@ pub(crate) fn arena_of(block: *mut u8) -> *mut Arena {
 
 /// The pool that serves `block`, after checking that `block` lies in a page of an arena
 /// that is in a pool of `class` and starts a block of it. Aborts with `double free` for a
-/// page in no pool (its blocks all came back already) and `invalid free` otherwise.
+/// page in no pool (its blocks all came back already) and `invalid free` otherwise (also
+/// for a pointer outside our arenas, which a Rust `dealloc` with a foreign pointer brings
+/// here: the chunk map is asked before any header is read).
 ///
 /// # Safety
-/// The arena header of `block` is readable: `block` came from the class path of this
-/// allocator (the C ABI checks foreign pointers before calling this).
+/// The caller holds the central lock of `class`.
 pub(crate) unsafe fn pool_of(block: *mut u8, class: SizeClass) -> *mut Pool {
     let arena = arena_of(block);
+    if !chunk_map::contains(arena as usize) {
+        fatal("invalid free of", block as usize);
+    }
     let page = (block as usize - arena as usize) >> PAGE_SHIFT;
-    // SAFETY: the caller guarantees the header is readable; `page < PAGES_PER_ARENA`.
+    // SAFETY: the chunk map says the chunk holds a live header of ours (an arena, or the
+    // header slot of a large mapping, which the magic tells apart); `page <
+    // PAGES_PER_ARENA`. An arena with a block out is not unmapped.
     unsafe {
         if (*arena).magic != ARENA_MAGIC || page < HEADER_PAGES {
             fatal("invalid free of", block as usize);
@@ -170,6 +178,7 @@ pub(crate) fn out_bitmap_of(block: *mut u8) -> *mut u64 {
 ///
 /// # Safety
 /// The chunk is in the chunk map, so its first page is mapped and ours.
+#[cfg_attr(feature = "hardened", inline)] // on every hardened alloc and free
 pub(crate) unsafe fn is_arena(chunk: usize) -> bool {
     // SAFETY: by the caller's promise.
     unsafe { (*(chunk as *const Arena)).magic == ARENA_MAGIC }
@@ -181,6 +190,7 @@ pub(crate) unsafe fn is_arena(chunk: usize) -> bool {
 ///
 /// # Safety
 /// `arena_of(block)` is a live arena (its chunk is in the chunk map).
+#[cfg_attr(feature = "hardened", inline)] // on every hardened alloc and free
 pub(crate) unsafe fn class_of_block(block: *mut u8) -> Option<SizeClass> {
     let arena = arena_of(block);
     let page = (block as usize - arena as usize) >> PAGE_SHIFT;
@@ -200,6 +210,17 @@ pub(crate) unsafe fn class_of_block(block: *mut u8) -> Option<SizeClass> {
         let blocks_end = (*pool).end as usize - pool_start;
         (offset < blocks_end && class.info().is_block_offset(offset)).then_some(class)
     }
+}
+
+/// Whether `ptr` is the start of a block of `class` in a live pool of one of our arenas.
+/// Any address may be asked: nothing is read before the chunk map vouches for the arena.
+#[cfg(feature = "hardened")]
+#[inline]
+pub(crate) fn is_block_of_class(ptr: *mut u8, class: SizeClass) -> bool {
+    let chunk = ptr as usize & ARENA_MASK;
+    // SAFETY: the chunk is in the chunk map, so its header is ours and mapped, and it is
+    // an arena by its magic.
+    chunk_map::contains(chunk) && unsafe { is_arena(chunk) && class_of_block(ptr) == Some(class) }
 }
 
 /// The descriptor of the pool starting at page `start` of `arena`.
@@ -612,6 +633,9 @@ impl ArenaLists {
 
     /// A new empty arena, in no list, from the current reservation or a new one.
     fn new_arena(&mut self) -> *mut Arena {
+        // The first link of a free list is written in a pool of the first arena.
+        #[cfg(feature = "hardened")]
+        crate::hardened::seed();
         if self.reserve_left == 0 {
             let size = ARENAS_PER_RESERVATION * ARENA_SIZE;
             let start = os::reserve_aligned(size, ARENA_SIZE);
@@ -635,6 +659,15 @@ impl ArenaLists {
         // state for every other field (null links, empty pools). Pages never touched count
         // as released: they cost no memory.
         unsafe {
+            // Loom's atomics are handles into the model's state, for which zero bytes are
+            // no valid value: make them.
+            #[cfg(loom)]
+            {
+                ptr::addr_of_mut!((*arena).occupancy).write(AtomicU32::new(0));
+                for page in 0..PAGES_PER_ARENA {
+                    ptr::addr_of_mut!((*arena).page_pool[page]).write(AtomicU8::new(0));
+                }
+            }
             (*arena).magic = ARENA_MAGIC;
             (*arena).free_pages = free_pages_of_new_arena();
             (*arena).released_pages = free_pages_of_new_arena();
@@ -642,6 +675,129 @@ impl ArenaLists {
         }
         arena
     }
+}
+
+/// The arenas handed out from the current reservation so far (mapped or unmapped since).
+///
+/// # Safety
+/// The arena lock is held.
+#[cfg(all(test, loom))]
+unsafe fn arenas_of_reservation(lists: &ArenaLists) -> impl Iterator<Item = *mut Arena> {
+    let used = ARENAS_PER_RESERVATION - lists.reserve_left;
+    let start = (lists.reserve_next as usize).wrapping_sub(used * ARENA_SIZE);
+    let used = if lists.reserve_next.is_null() {
+        0
+    } else {
+        used
+    };
+    (0..used).map(move |i| (start + i * ARENA_SIZE) as *mut Arena)
+}
+
+/// For the loom models: checks under the arena lock the invariants of the module docs over
+/// every mapped arena (the models stay within one reservation) and the global counters
+/// against their sums; returns the figures.
+#[cfg(all(test, loom))]
+pub(crate) fn check_invariants() -> ArenaFigures {
+    let _guard = ARENAS.lock.lock();
+    // SAFETY: we hold the arena lock.
+    let lists = unsafe { &*ARENAS.lists.get() };
+    let (mut mapped, mut pool_pages, mut dirty, mut released, mut empty) = (0, 0, 0, 0, 0);
+    // SAFETY: we hold the arena lock.
+    for arena in unsafe { arenas_of_reservation(lists) } {
+        if !chunk_map::contains(arena as usize) {
+            continue;
+        }
+        mapped += 1;
+        // SAFETY: a mapped arena's header is live; we hold the lock that guards it.
+        unsafe {
+            let free = (*arena).free_pages;
+            let gone = (*arena).released_pages;
+            assert_eq!((*arena).magic, ARENA_MAGIC);
+            assert_eq!(
+                free & !free_pages_of_new_arena(),
+                0,
+                "header pages are never free"
+            );
+            assert_eq!(gone & !free, 0, "released pages are free pages");
+            let free_count = free.count_ones() as usize;
+            let occupancy = (*arena).occupancy.load(Ordering::Relaxed) as usize;
+            assert_eq!(
+                occupancy,
+                USABLE_PAGES - free_count,
+                "occupancy of {arena:p}"
+            );
+            for page in HEADER_PAGES..PAGES_PER_ARENA {
+                let in_pool = (*arena).page_pool[page].load(Ordering::Relaxed) != 0;
+                assert_eq!(in_pool, free & (1 << page) == 0, "page {page} of {arena:p}");
+            }
+            if free_count == 0 {
+                assert_eq!((*arena).list, NOT_LISTED);
+            } else {
+                assert_eq!((*arena).list as usize, free_count);
+                let mut listed = lists.by_free_pages[free_count];
+                while !listed.is_null() && listed != arena {
+                    listed = (*listed).next;
+                }
+                assert_eq!(listed, arena, "{arena:p} is in the list of its free pages");
+            }
+            pool_pages += occupancy;
+            dirty += (free & !gone).count_ones() as usize;
+            released += gone.count_ones() as usize;
+            empty += (free_count == USABLE_PAGES) as usize;
+        }
+    }
+    assert_eq!(
+        ARENAS.mapped.load(Ordering::Relaxed),
+        mapped,
+        "mapped arenas"
+    );
+    assert_eq!(
+        ARENAS.pool_pages.load(Ordering::Relaxed),
+        pool_pages,
+        "pool pages"
+    );
+    assert_eq!(
+        ARENAS.dirty_pages.load(Ordering::Relaxed),
+        dirty,
+        "dirty pages"
+    );
+    assert_eq!(
+        ARENAS.released_pages.load(Ordering::Relaxed),
+        released,
+        "released pages"
+    );
+    assert_eq!(ARENAS.empty.load(Ordering::Relaxed), empty, "empty arenas");
+    ArenaFigures {
+        mapped,
+        pool_pages,
+        released_pages: released,
+        empty,
+        ..ArenaFigures::default()
+    }
+}
+
+/// For the loom models, at the end of an execution: gives the arenas still mapped and the
+/// unused rest of the reservation back to the OS, so that the many executions of a model
+/// do not pile up mappings. The registry is dead afterwards (loom makes a new one).
+#[cfg(all(test, loom))]
+pub(crate) fn unmap_reservation_after_model() {
+    let _guard = ARENAS.lock.lock();
+    // SAFETY: we hold the arena lock.
+    let lists = unsafe { &mut *ARENAS.lists.get() };
+    // SAFETY: we hold the arena lock.
+    for arena in unsafe { arenas_of_reservation(lists) } {
+        if chunk_map::contains(arena as usize) {
+            chunk_map::remove(arena as usize);
+            // SAFETY: the execution is over: nothing uses its arenas any more.
+            unsafe { os::unmap(arena as *mut u8, ARENA_SIZE) };
+        }
+    }
+    if lists.reserve_left > 0 {
+        // SAFETY: slots not handed out were never used.
+        unsafe { os::unmap(lists.reserve_next, lists.reserve_left * ARENA_SIZE) };
+    }
+    lists.reserve_left = 0;
+    lists.reserve_next = ptr::null_mut();
 }
 
 /// Every page free but the header.

@@ -5,48 +5,65 @@
 //! memory of their own. A [`Batch`] is such a list with its length, the unit in which
 //! blocks travel between a thread cache and the central lists.
 //!
-//! The link is read and written only through [`Block::next`] and [`Block::set_next`], which
-//! tell the sanitizers (`sanitizer.rs`) that the allocator, not the program, touches a free
-//! block.
+//! Links are read and written only through [`next_of`] and [`set_next`]. In the default
+//! build they are plain pointers; with the `hardened` feature they are stored encoded and
+//! checked when read (see `hardened.rs`). Both tell the sanitizers (`sanitizer.rs`) that
+//! the allocator, not the program, touches the link of a free block.
 
 use crate::sanitizer;
+use crate::size_class::SizeClass;
 use core::ptr;
 
-/// The first word of a free block.
+#[cfg(feature = "hardened")]
+use crate::hardened::{decode_link, encode_link};
+
+/// The first word of a free block: its link, as [`set_next`] stored it.
 #[repr(C)]
 pub(crate) struct Block {
-    next: *mut Block,
+    link: *mut Block,
 }
 
-impl Block {
-    /// The link of the free block at `block`.
-    ///
-    /// # Safety
-    /// `block` is a free block of ours whose link was written.
-    #[inline(always)]
-    pub(crate) unsafe fn next(block: *mut Block) -> *mut Block {
-        // SAFETY: the block is free and ours (caller): its first word is the link, which we
-        // may open to read.
-        unsafe {
-            sanitizer::open_link(block as *mut u8);
-            let next = (*block).next;
-            sanitizer::close_link(block as *mut u8);
-            next
-        }
-    }
+/// Stored links are the pointers themselves (see `hardened.rs` for the other encoding).
+#[cfg(not(feature = "hardened"))]
+#[inline(always)]
+fn encode_link(_block: *mut Block, next: *mut Block) -> *mut Block {
+    next
+}
 
-    /// Sets the link of the free block at `block` to `next`.
-    ///
-    /// # Safety
-    /// `block` is a free block of ours.
-    #[inline(always)]
-    pub(crate) unsafe fn set_next(block: *mut Block, next: *mut Block) {
-        // SAFETY: the block is free and ours (caller): its first word is ours to write.
-        unsafe {
-            sanitizer::open_link_for_write(block as *mut u8);
-            (*block).next = next;
-            sanitizer::close_link(block as *mut u8);
-        }
+#[cfg(not(feature = "hardened"))]
+#[inline(always)]
+fn decode_link(_block: *mut Block, stored: *mut Block, _class: SizeClass) -> *mut Block {
+    stored
+}
+
+/// The block after `block` in its list (null at the end). `class` is the class of the
+/// list, against which the hardened build checks the link.
+///
+/// # Safety
+/// `block` is a free block of `class` whose link was written by [`set_next`].
+#[inline(always)]
+pub(crate) unsafe fn next_of(block: *mut Block, class: SizeClass) -> *mut Block {
+    // SAFETY: a free block's first word is its link (caller), which we may open to read.
+    let stored = unsafe {
+        sanitizer::open_link(block as *mut u8);
+        let stored = (*block).link;
+        sanitizer::close_link(block as *mut u8);
+        stored
+    };
+    decode_link(block, stored, class)
+}
+
+/// Links `block` to `next`.
+///
+/// # Safety
+/// `block` is a free block whose first word is ours to write.
+#[inline(always)]
+pub(crate) unsafe fn set_next(block: *mut Block, next: *mut Block) {
+    // SAFETY: by the caller's promise.
+    unsafe {
+        sanitizer::open_link_for_write(block as *mut u8);
+        (*block).link = encode_link(block, next);
+        sanitizer::close_link(block as *mut u8);
     }
 }
 
@@ -70,7 +87,7 @@ impl Batch {
     #[inline]
     pub(crate) unsafe fn push(&mut self, block: *mut Block) {
         // SAFETY: the caller hands us the block; its first word is ours to write.
-        unsafe { Block::set_next(block, self.head) };
+        unsafe { set_next(block, self.head) };
         self.head = block;
         self.count += 1;
     }
@@ -78,13 +95,13 @@ impl Batch {
     /// Removes and returns the front block, or null.
     ///
     /// # Safety
-    /// The batch's blocks are valid free blocks (its invariant).
+    /// The batch's blocks are valid free blocks of `class` (its invariant).
     #[inline]
-    pub(crate) unsafe fn pop(&mut self) -> *mut Block {
+    pub(crate) unsafe fn pop(&mut self, class: SizeClass) -> *mut Block {
         let block = self.head;
         if !block.is_null() {
             // SAFETY: a non-null head is a free block whose first word is the link.
-            self.head = unsafe { Block::next(block) };
+            self.head = unsafe { next_of(block, class) };
             self.count -= 1;
         }
         block
@@ -93,8 +110,8 @@ impl Batch {
     /// Splits off the first `n` blocks (all of them if there are fewer) as a batch of their own.
     ///
     /// # Safety
-    /// `count` is the true length of the list.
-    pub(crate) unsafe fn split_front(&mut self, n: u32) -> Batch {
+    /// `count` is the true length of the list, whose blocks are free blocks of `class`.
+    pub(crate) unsafe fn split_front(&mut self, n: u32, class: SizeClass) -> Batch {
         if n >= self.count {
             return core::mem::replace(self, Batch::EMPTY);
         }
@@ -105,12 +122,12 @@ impl Batch {
         let mut last = front;
         for _ in 1..n {
             // SAFETY: fewer than `count` links are followed, so each is a block.
-            last = unsafe { Block::next(last) };
+            last = unsafe { next_of(last, class) };
         }
         // SAFETY: `last` is the n-th block; cutting after it leaves two valid lists.
         unsafe {
-            self.head = Block::next(last);
-            Block::set_next(last, ptr::null_mut());
+            self.head = next_of(last, class);
+            set_next(last, ptr::null_mut());
         }
         self.count -= n;
         Batch {

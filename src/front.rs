@@ -46,7 +46,10 @@ pub(crate) fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
 /// `block` came from this allocator with this `size` and `align` and is not used again.
 #[inline(always)]
 pub(crate) unsafe fn dealloc(block: *mut u8, size: usize, align: usize) {
-    match SizeClass::for_layout(size, align) {
+    let class = SizeClass::for_layout(size, align);
+    #[cfg(feature = "hardened")]
+    check_owner(block, class);
+    match class {
         // SAFETY: the caller's promise, and the class is the one the block came from.
         Some(class) => unsafe { thread_cache::free(block, class) },
         // SAFETY: the caller's promise.
@@ -68,6 +71,14 @@ pub(crate) unsafe fn realloc(
 ) -> *mut u8 {
     let old_class = SizeClass::for_layout(old_size, align);
     let new_class = SizeClass::for_layout(new_size, align);
+    #[cfg(feature = "hardened")]
+    {
+        check_owner(block, old_class);
+        if old_class.is_some() {
+            // SAFETY: `check_owner` found a block of the class, so in a live pool.
+            unsafe { crate::hardened::check_live(block, "realloc(): double free of") };
+        }
+    }
     match (old_class, new_class) {
         (Some(old), Some(new)) if old == new => return block,
         // SAFETY: the caller's promise.
@@ -83,6 +94,24 @@ pub(crate) unsafe fn realloc(
         }
     }
     moved
+}
+
+/// Hardened builds: aborts unless `block` is what a Rust `dealloc` or `realloc` says it
+/// is, a block of `class`, or a live large block when `class` is `None`.
+#[cfg(feature = "hardened")]
+#[inline(always)]
+fn check_owner(block: *mut u8, class: Option<SizeClass>) {
+    let owned = match class {
+        Some(class) => arena::is_block_of_class(block, class),
+        None => match owner_of(block) {
+            Some(Owner::Large) => true,
+            Some(Owner::FreedLarge) => crate::fatal::fatal("double free of", block as usize),
+            _ => false,
+        },
+    };
+    if !owned {
+        crate::fatal::fatal("invalid free of", block as usize);
+    }
 }
 
 /// What a pointer of unknown origin is.

@@ -37,6 +37,7 @@
 //! stats.rs, config.rs statistics; the EBBMALLOC_* settings, declared once
 //! lifecycle.rs        process set-up, thread exit, fork
 //! sync.rs, consts.rs, fatal.rs   atomics and locks, shared numbers, abort on misuse
+//! hardened.rs         (feature `hardened`) link encoding, per-free checks, fill, shuffling
 //! sanitizer.rs        what ASan and memcheck are told (features `asan`, `valgrind`)
 //! ```
 //!
@@ -44,10 +45,15 @@
 //!
 //! Nothing in this crate allocates through the global allocator, panics inside an
 //! allocation function, or formats into a `String`: it *is* the global allocator. Misuse
-//! that is detected (a pointer that is not a block of ours) ends the process with a
-//! message on stderr.
+//! that is detected (a pointer that is not a block of ours, a double free) ends the process
+//! with a message on stderr (`ebbmalloc: invalid free of 0x...`, `ebbmalloc: double free of
+//! 0x...`). The default build checks when blocks go back to their pools, off the fast
+//! path; the `hardened` feature checks on every free (see `hardened.rs`).
 
 #![warn(missing_docs)]
+// Under loom the process hooks (thread exit, fork, the background thread) are not
+// installed, so what only they reach is unused there.
+#![cfg_attr(loom, allow(dead_code))]
 
 mod arena;
 mod block;
@@ -60,8 +66,12 @@ mod config;
 mod consts;
 mod fatal;
 mod front;
+#[cfg(feature = "hardened")]
+mod hardened;
 mod large;
 mod lifecycle;
+#[cfg(all(test, loom))]
+mod loom_models;
 mod os;
 mod pool;
 mod sanitizer;
@@ -73,6 +83,12 @@ mod tls;
 mod trim;
 
 pub use config::{Purge, SettingInfo, Settings, SETTINGS};
+
+/// Whether this build is hardened (cargo feature `hardened`): free-list links encoded with
+/// a per-process random key and checked, a double-free check on every free, freed memory
+/// filled, fresh pools carved in random order, guard pages around large blocks. See the
+/// README's "Hardening" section.
+pub const HARDENED: bool = cfg!(feature = "hardened");
 pub use stats::{print_stats, stats, ClassStats, Stats, CLASS_COUNT};
 
 use core::alloc::{GlobalAlloc, Layout};

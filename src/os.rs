@@ -85,6 +85,17 @@ pub(crate) unsafe fn release_pages(start: *mut u8, size: usize, how: Purge) {
     }
 }
 
+/// Makes `[start, start + size)` a guard: any access to it faults. Returns whether the OS
+/// agreed (it may not, when the process is out of kernel mappings).
+///
+/// # Safety
+/// The range is page-aligned memory of ours that nothing uses.
+#[cfg(feature = "hardened")]
+pub(crate) unsafe fn make_guard(start: *mut u8, size: usize) -> bool {
+    // SAFETY: the caller owns the range and nothing in it is used.
+    unsafe { libc::mprotect(start as *mut libc::c_void, size, libc::PROT_NONE) == 0 }
+}
+
 /// Milliseconds on a monotonic clock (wraps after 49 days; compare with `wrapping_sub`).
 pub(crate) fn now_ms() -> u32 {
     let mut now = libc::timespec {
@@ -101,6 +112,7 @@ pub(crate) fn now_ms() -> u32 {
 ///
 /// # Safety
 /// `[start, start + old_size)` is one mapping of ours.
+#[cfg(not(feature = "hardened"))] // hardened large blocks are copied (see `large.rs`)
 pub(crate) unsafe fn resize_in_place(start: *mut u8, old_size: usize, new_size: usize) -> bool {
     // SAFETY: without MREMAP_MAYMOVE the mapping stays where it is or the call fails.
     let p = unsafe { libc::mremap(start as *mut libc::c_void, old_size, new_size, 0) };
@@ -113,6 +125,7 @@ pub(crate) unsafe fn resize_in_place(start: *mut u8, old_size: usize, new_size: 
 ///
 /// # Safety
 /// `[start, start + old_size)` is one mapping of ours; nobody uses it during the call.
+#[cfg(not(feature = "hardened"))]
 pub(crate) unsafe fn move_aligned(
     start: *mut u8,
     old_size: usize,

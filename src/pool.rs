@@ -16,20 +16,36 @@
 //! free, reported and fatal. This costs a bit operation per block on the batch paths and
 //! nothing on the thread-cache fast path.
 //!
+//! With the `hardened` feature the bits mean *live* instead (set while the program holds
+//! the block) and are set and cleared atomically by every `alloc` and `free`, which checks
+//! them (see `hardened.rs`); [`Pool::take`] then leaves them alone, [`Pool::put`] checks a
+//! returning block is not live, links read from the pool's free list must stay inside the
+//! pool, and fresh blocks are carved in random order.
+//!
 //! The descriptor lives in the arena header (`Arena::pools[start_page]`) and is guarded
 //! by the central lock of its class; `prev`/`next`/`bin` link it into that class's
 //! fullness bins (see `central.rs`).
 
 use crate::arena::out_bitmap_of;
-use crate::block::{Batch, Block};
+use crate::block::{next_of, set_next, Batch, Block};
 use crate::consts::{ARENA_MASK, GRANULE};
 use crate::fatal::fatal;
 use crate::sanitizer;
 use crate::size_class::SizeClass;
+#[cfg(feature = "hardened")]
+use crate::sync::{AtomicU64, Ordering};
 use core::ptr;
 
 /// `bin` of a pool that is in no fullness bin (exhausted, or being worked on).
 pub(crate) const NOT_LISTED: u8 = u8::MAX;
+
+/// What a block coming back to its pool with the wrong out bit is: in the default build
+/// a block that was not out (freed twice); in the hardened build, where every free checks
+/// for that, a live block, which only a corrupted free list can bring back.
+#[cfg(not(feature = "hardened"))]
+const PUT_MISUSE: &str = "double free of";
+#[cfg(feature = "hardened")]
+const PUT_MISUSE: &str = "corrupted free list at";
 
 /// A pool descriptor.
 #[repr(C)]
@@ -92,25 +108,42 @@ impl Pool {
     /// # Safety
     /// The caller holds the central lock of the pool's class.
     pub(crate) unsafe fn take(&mut self, want: u32, out: &mut Batch) -> u32 {
-        let size = self.class().size();
+        let class = self.class();
         let mut taken = 0;
         while taken < want && !self.free.is_null() {
             let block = self.free;
             // SAFETY: blocks on the pool's free list are free blocks of this pool, and the
             // class lock guards their out bits.
             unsafe {
-                self.free = Block::next(block);
+                self.free = next_of(block, class);
+                #[cfg(feature = "hardened")]
+                self.check_link(block, self.free);
+                #[cfg(not(feature = "hardened"))]
                 set_out(block as *mut u8);
                 out.push(block);
             }
             taken += 1;
         }
-        // Carve the fresh blocks last and from the top down, so that they come off the
-        // front of `out` in ascending address order: consecutive allocations then walk
-        // memory forwards, as hardware prefetchers and the TLB like.
+        let size = class.size();
         let uncarved = (self.end as usize - self.bump as usize) / size;
-        let carve = (want - taken).min(uncarved as u32);
-        for i in (0..carve as usize).rev() {
+        let carve = (want - taken).min(uncarved as u32) as usize;
+        // SAFETY: the `carve` blocks from `bump` are uncarved blocks of this pool.
+        unsafe { self.carve(carve, size, out) };
+        self.bump = self.bump.wrapping_add(carve * size);
+        taken += carve as u32;
+        self.used += taken;
+        taken
+    }
+
+    /// Pushes the `count` blocks from `bump` onto `out`, from the top down, so that they
+    /// come off the front of `out` in ascending address order: consecutive allocations then
+    /// walk memory forwards, as hardware prefetchers and the TLB like.
+    ///
+    /// # Safety
+    /// The blocks are uncarved blocks of this pool; the class lock is held.
+    #[cfg(not(feature = "hardened"))]
+    unsafe fn carve(&mut self, count: usize, size: usize, out: &mut Batch) {
+        for i in (0..count).rev() {
             let block = self.bump.wrapping_add(i * size) as *mut Block;
             // SAFETY: an uncarved block lies inside the pool's pages and is unused.
             unsafe {
@@ -118,10 +151,44 @@ impl Pool {
                 out.push(block);
             }
         }
-        self.bump = self.bump.wrapping_add(carve as usize * size);
-        taken += carve;
-        self.used += taken;
-        taken
+    }
+
+    /// Pushes the `count` blocks from `bump` onto `out` in a random order, so that blocks
+    /// allocated one after the other are not neighbours (hardened builds). In debug builds
+    /// they are filled with the free pattern, which allocation checks.
+    ///
+    /// # Safety
+    /// As the default build's `carve`.
+    #[cfg(feature = "hardened")]
+    unsafe fn carve(&mut self, count: usize, size: usize, out: &mut Batch) {
+        const CHUNK: usize = 64;
+        let mut order = [0u8; CHUNK];
+        let mut done = 0;
+        while done < count {
+            let n = (count - done).min(CHUNK);
+            crate::hardened::shuffle(&mut order[..n]);
+            for &i in &order[..n] {
+                let block = self.bump.wrapping_add((done + i as usize) * size) as *mut Block;
+                // SAFETY: an uncarved block lies inside the pool's pages and is unused.
+                unsafe {
+                    #[cfg(debug_assertions)]
+                    crate::hardened::fill(block as *mut u8, size);
+                    out.push(block);
+                }
+            }
+            done += n;
+        }
+    }
+
+    /// Aborts unless `next`, read from the link of `block` on this pool's free list, is null
+    /// or a carved block of this pool.
+    #[cfg(feature = "hardened")]
+    fn check_link(&self, block: *mut Block, next: *mut Block) {
+        let pool_start = (self as *const Pool as usize & ARENA_MASK)
+            + self.start_page as usize * crate::consts::PAGE_SIZE;
+        if !next.is_null() && !self.is_carved_block(next as usize, pool_start) {
+            fatal("corrupted free list at", block as usize);
+        }
     }
 
     /// Returns one block to the pool's free list.
@@ -132,12 +199,17 @@ impl Pool {
     #[inline]
     pub(crate) unsafe fn put(&mut self, block: *mut Block) {
         // SAFETY: the block is a block of this pool (caller) and the class lock guards its
-        // out bit; once that shows it out, it is ours again and its first word the link.
+        // out bit; once that shows it out (default) or not live (hardened), it is ours
+        // again and its first word the link.
         unsafe {
-            if !clear_out(block as *mut u8) {
-                fatal("double free of", block as usize);
+            #[cfg(not(feature = "hardened"))]
+            let misused = !clear_out(block as *mut u8);
+            #[cfg(feature = "hardened")]
+            let misused = is_live(block as *mut u8);
+            if misused {
+                fatal(PUT_MISUSE, block as usize);
             }
-            Block::set_next(block, self.free);
+            set_next(block, self.free);
         }
         self.free = block;
         self.used -= 1;
@@ -167,6 +239,7 @@ fn out_bit(block: *mut u8) -> (*mut u64, u64) {
 ///
 /// # Safety
 /// `block` starts a block of a live pool whose class lock the caller holds.
+#[cfg(not(feature = "hardened"))]
 #[inline]
 unsafe fn set_out(block: *mut u8) {
     let (word, bit) = out_bit(block);
@@ -178,6 +251,7 @@ unsafe fn set_out(block: *mut u8) {
 ///
 /// # Safety
 /// As [`set_out`].
+#[cfg(not(feature = "hardened"))]
 #[inline]
 unsafe fn clear_out(block: *mut u8) -> bool {
     let (word, bit) = out_bit(block);
@@ -187,4 +261,53 @@ unsafe fn clear_out(block: *mut u8) -> bool {
         *word &= !bit;
         was_out
     }
+}
+
+/// The bitmap word of `block` as an atomic, and its bit (hardened builds, where the bits
+/// change without a lock and are only ever accessed atomically).
+///
+/// # Safety
+/// `block` lies in a live pool of an arena.
+#[cfg(feature = "hardened")]
+#[inline(always)]
+unsafe fn live_bit<'a>(block: *mut u8) -> (&'a AtomicU64, u64) {
+    let (word, bit) = out_bit(block);
+    // SAFETY: the word is in the live arena's bitmap page and 8-aligned.
+    (unsafe { &*(word as *const AtomicU64) }, bit)
+}
+
+/// Marks `block` live; returns whether it was live already.
+///
+/// # Safety
+/// As [`live_bit`].
+#[cfg(feature = "hardened")]
+#[inline(always)]
+pub(crate) unsafe fn mark_live(block: *mut u8) -> bool {
+    // SAFETY: the caller's promise.
+    let (word, bit) = unsafe { live_bit(block) };
+    word.fetch_or(bit, Ordering::Relaxed) & bit != 0
+}
+
+/// Marks `block` free; returns whether it was live.
+///
+/// # Safety
+/// As [`live_bit`].
+#[cfg(feature = "hardened")]
+#[inline(always)]
+pub(crate) unsafe fn mark_free(block: *mut u8) -> bool {
+    // SAFETY: the caller's promise.
+    let (word, bit) = unsafe { live_bit(block) };
+    word.fetch_and(!bit, Ordering::Relaxed) & bit != 0
+}
+
+/// Whether `block` is live.
+///
+/// # Safety
+/// As [`live_bit`].
+#[cfg(feature = "hardened")]
+#[inline]
+pub(crate) unsafe fn is_live(block: *mut u8) -> bool {
+    // SAFETY: the caller's promise.
+    let (word, bit) = unsafe { live_bit(block) };
+    word.load(Ordering::Relaxed) & bit != 0
 }

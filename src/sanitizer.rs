@@ -84,6 +84,7 @@ pub(crate) unsafe fn taken_back(block: *mut u8, size: usize) {
 ///
 /// # Safety
 /// `block` is a live block of ours, now `new_size` bytes long.
+#[cfg(not(feature = "hardened"))] // hardened large blocks are reallocated by copying
 #[inline(always)]
 pub(crate) unsafe fn resized(block: *mut u8, old_size: usize, new_size: usize) {
     #[cfg(feature = "asan")]
@@ -108,6 +109,7 @@ pub(crate) unsafe fn resized(block: *mut u8, old_size: usize, new_size: usize) {
 ///
 /// # Safety
 /// `new` is a live block of ours of `new_size` bytes; `old` is no longer mapped.
+#[cfg(not(feature = "hardened"))] // hardened large blocks are reallocated by copying
 #[inline(always)]
 pub(crate) unsafe fn moved(old: *mut u8, old_size: usize, new: *mut u8, new_size: usize) {
     #[cfg(feature = "asan")]
@@ -228,6 +230,7 @@ mod valgrind {
     /// `VG_USERREQ__FREELIKE_BLOCK`: (address, redzone).
     pub(super) const FREELIKE_BLOCK: usize = 0x1302;
     /// `VG_USERREQ__RESIZEINPLACE_BLOCK`: (address, old size, new size, redzone).
+    #[cfg(not(feature = "hardened"))]
     pub(super) const RESIZEINPLACE_BLOCK: usize = 0x130b;
     /// Memcheck's tool base, `VG_USERREQ_TOOL_BASE('M', 'C')`.
     const MEMCHECK_BASE: usize = ((b'M' as usize) << 24) | ((b'C' as usize) << 16);

@@ -2,7 +2,8 @@
 //!
 //! The fast paths ([`alloc`], [`free`]) are a thread-local load, a pop or a push, and a
 //! count update: no atomic operation, no lock, no call. Everything else is in `#[cold]`
-//! functions:
+//! functions. (With the `hardened` feature the fast paths also check and flip the block's
+//! live bit, and links are encoded; see `hardened.rs`.) The slow paths:
 //!
 //! - a **miss** (empty list) refills a batch from the central list of the class, and raises
 //!   the class's limit by a batch (up to `max_cached` and the thread's byte budget), so a
@@ -34,17 +35,19 @@
 //! shrinks geometrically. A thread that is parked never reaches a slow path, so what it
 //! keeps is bounded by its byte budget.
 
-use crate::block::{Batch, Block};
+use crate::block::{next_of, set_next, Batch, Block};
 use crate::central;
 use crate::config::{self, Setting};
 use crate::size_class::{SizeClass, NUM_CLASSES};
-use crate::sync::{AtomicU32, Mutex, Ordering};
+use crate::sync::{model_static, AtomicU32, Mutex, Ordering, MEMORY_FREED};
 use crate::{lifecycle, sanitizer, tls};
 use core::cell::UnsafeCell;
 use core::ptr;
 
-/// Advanced by every trimming pass; caches that see it change give back idle blocks.
-static GC_EPOCH: AtomicU32 = AtomicU32::new(0);
+model_static! {
+    /// Advanced by every trimming pass; caches that see it change give back idle blocks.
+    static GC_EPOCH: AtomicU32 = AtomicU32::new(0);
+}
 
 /// The registry of active caches: a doubly linked list through `ThreadCache::prev/next`.
 struct Registry {
@@ -55,10 +58,12 @@ struct Registry {
 // SAFETY: `head` and the links of registered caches are only touched with `lock` held.
 unsafe impl Sync for Registry {}
 
-static REGISTRY: Registry = Registry {
-    lock: Mutex::new(),
-    head: UnsafeCell::new(ptr::null_mut()),
-};
+model_static! {
+    static REGISTRY: Registry = Registry {
+        lock: Mutex::new(),
+        head: UnsafeCell::new(ptr::null_mut()),
+    };
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -99,9 +104,33 @@ const _: () = assert!(core::mem::align_of::<ThreadCache>() <= 64);
 
 /// This thread's cache. Callers touch it through the raw pointer only and never keep a
 /// reference across a call that could re-enter the allocator.
+#[cfg(not(loom))]
 #[inline(always)]
 fn this_thread() -> *mut ThreadCache {
     tls::this_thread_block() as *mut ThreadCache
+}
+
+/// This loom thread's cache: a loom thread-local (loom's threads share one OS thread, and
+/// so the TLS block), built as the TLS block would be but with loom's atomics made.
+#[cfg(loom)]
+fn this_thread() -> *mut ThreadCache {
+    crate::sync::thread_local! {
+        static CACHE: UnsafeCell<ThreadCache> = UnsafeCell::new(ThreadCache {
+            bins: core::array::from_fn(|_| Bin {
+                head: ptr::null_mut(),
+                count: AtomicU32::new(0),
+                limit: 0,
+                went_empty: false,
+            }),
+            state: State::Unset,
+            limit_bytes: 0,
+            byte_budget: 0,
+            seen_epoch: 0,
+            prev: ptr::null_mut(),
+            next: ptr::null_mut(),
+        });
+    }
+    CACHE.with(|cache| cache.get())
 }
 
 /// The bin of `class` in `cache`.
@@ -119,15 +148,33 @@ unsafe fn bin(cache: *mut ThreadCache, class: SizeClass) -> *mut Bin {
 }
 
 /// A block of `class`, or null when memory is exhausted.
+#[cfg(not(feature = "hardened"))]
 #[inline(always)]
 pub(crate) fn alloc(class: SizeClass) -> *mut u8 {
+    alloc_unchecked(class)
+}
+
+/// A block of `class`, or null when memory is exhausted; marked live (see `hardened.rs`).
+#[cfg(feature = "hardened")]
+#[inline(always)]
+pub(crate) fn alloc(class: SizeClass) -> *mut u8 {
+    let block = alloc_unchecked(class);
+    if !block.is_null() {
+        // SAFETY: the block was just taken off a free list of the class.
+        unsafe { crate::hardened::on_alloc(block, class) };
+    }
+    block
+}
+
+#[inline(always)]
+fn alloc_unchecked(class: SizeClass) -> *mut u8 {
     let cache = this_thread();
     // SAFETY: the cache is this thread's; a non-null head is a free block of the class.
     unsafe {
         let bin = bin(cache, class);
         let block = (*bin).head;
         if !block.is_null() {
-            (*bin).head = Block::next(block);
+            (*bin).head = next_of(block, class);
             let count = (*bin).count.load(Ordering::Relaxed);
             (*bin).count.store(count - 1, Ordering::Relaxed);
             sanitizer::handed_out(block as *mut u8, class.size(), false);
@@ -143,6 +190,11 @@ pub(crate) fn alloc(class: SizeClass) -> *mut u8 {
 /// `block` was allocated by this allocator as a block of `class` and is not used again.
 #[inline(always)]
 pub(crate) unsafe fn free(block: *mut u8, class: SizeClass) {
+    #[cfg(feature = "hardened")]
+    {
+        // SAFETY: the caller's promise: a block of `class`, so in a live pool.
+        unsafe { crate::hardened::on_free(block, class) };
+    }
     let cache = this_thread();
     // SAFETY: the caller hands over the block, a block of `class`.
     unsafe { sanitizer::taken_back(block, class.size()) };
@@ -152,7 +204,7 @@ pub(crate) unsafe fn free(block: *mut u8, class: SizeClass) {
         let bin = bin(cache, class);
         let count = (*bin).count.load(Ordering::Relaxed);
         if count < (*bin).limit {
-            Block::set_next(block, (*bin).head);
+            set_next(block, (*bin).head);
             (*bin).head = block;
             (*bin).count.store(count + 1, Ordering::Relaxed);
             return;
@@ -191,7 +243,7 @@ unsafe fn refill_and_take(cache: *mut ThreadCache, class: SizeClass) -> *mut u8 
     // SAFETY: a refilled batch is a valid list of free blocks of the class; the bin is
     // empty (this is a miss), so the rest of the batch becomes its list.
     let block = unsafe {
-        let block = batch.pop();
+        let block = batch.pop(class);
         let bin = bin(cache, class);
         (*bin).head = batch.head;
         (*bin).count.store(batch.count, Ordering::Relaxed);
@@ -221,7 +273,7 @@ unsafe fn free_slow(cache: *mut ThreadCache, class: SizeClass, block: *mut Block
         let mut list = take_list(bin);
         list.push(block);
         if list.count > (*bin).limit {
-            let flushed = list.split_front(class.info().batch as u32);
+            let flushed = list.split_front(class.info().batch as u32, class);
             central::flush(class, flushed);
         }
         (*bin).head = list.head;
@@ -271,7 +323,7 @@ unsafe fn give_back_idle_blocks_if_asked(cache: *mut ThreadCache) {
             (*cache).limit_bytes -= ((*bin).limit - lowered) as usize * info.size as usize;
             (*bin).limit = lowered;
             let mut list = take_list(bin);
-            let flushed = list.split_front(list.count.div_ceil(2));
+            let flushed = list.split_front(list.count.div_ceil(2), class);
             central::flush(class, flushed);
             (*bin).head = list.head;
             (*bin).count.store(list.count, Ordering::Relaxed);
@@ -315,6 +367,26 @@ pub(crate) fn cached_blocks(class: SizeClass) -> usize {
         }
     }
     total
+}
+
+/// For the loom models: the number of registered caches, after checking that the registry's
+/// links agree in both directions.
+#[cfg(all(test, loom))]
+pub(crate) fn registered_caches() -> usize {
+    let _guard = REGISTRY.lock.lock();
+    let mut count = 0;
+    let mut prev: *mut ThreadCache = ptr::null_mut();
+    // SAFETY: we hold the registry lock, so every listed cache is alive.
+    unsafe {
+        let mut cache = *REGISTRY.head.get();
+        while !cache.is_null() {
+            assert_eq!((*cache).prev, prev, "registry links of {cache:p}");
+            count += 1;
+            prev = cache;
+            cache = (*cache).next;
+        }
+    }
+    count
 }
 
 /// Grows the limit of `class` by a batch after a miss, within `max_cached` and the budget.
@@ -461,6 +533,9 @@ pub(crate) fn tear_down_this_thread() {
             central::flush(class, list);
         }
     }
+    // The flushed batches sit in the transfer caches, where a sleeping trimmer would not
+    // see them: wake it, so what an exited thread held goes back to the OS.
+    MEMORY_FREED.notify();
 }
 
 /// One block of `class` straight from the central list.
@@ -469,7 +544,7 @@ fn alloc_without_cache(class: SizeClass) -> *mut u8 {
     // SAFETY: a refilled batch is a valid list of free blocks; what we do not use goes
     // straight back.
     unsafe {
-        let block = batch.pop();
+        let block = batch.pop(class);
         central::flush(class, batch);
         block as *mut u8
     }

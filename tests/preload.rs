@@ -14,13 +14,26 @@ fn build_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("preload")
 }
 
-/// The absolute path of a freshly built `libebbmalloc.so`.
+/// The absolute path of a freshly built `libebbmalloc.so`, hardened when these tests are
+/// (`cargo test --features hardened`).
 fn library() -> &'static Path {
     static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
     LIBRARY.get_or_init(|| {
         let target = build_dir().join("cargo-target");
+        let features = if cfg!(feature = "hardened") {
+            "hardened"
+        } else {
+            ""
+        };
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--release", "-p", "ebbmalloc-capi"])
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "ebbmalloc-capi",
+                "--features",
+                features,
+            ])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("CARGO_TARGET_DIR", &target)
             .status()

@@ -131,6 +131,7 @@ fn trim_releases_at_once_without_the_background_thread() {
     assert!(!ebbmalloc::Settings::current().background_thread);
     let heap = build_small_objects(256);
     let peak = rss_mib();
+    let trimmed_before = ebbmalloc::stats().trimmed_bytes;
     drop(heap);
     let released = ebbmalloc::trim();
     let after = rss_mib();
@@ -138,9 +139,13 @@ fn trim_releases_at_once_without_the_background_thread() {
         after <= peak * 0.15,
         "RSS {after:.1} MiB right after trim(), peak {peak:.1} MiB"
     );
+    // The slow path runs rate-limited passes while the heap is dropped (more of them when
+    // the drop is slow: a hardened debug build fills every freed block), so `trim()` may
+    // have less left to give back; together the passes account for the drop.
+    let trimmed = ebbmalloc::stats().trimmed_bytes - trimmed_before;
     assert!(
-        released as f64 >= (peak - after) * 0.5 * (1 << 20) as f64,
-        "trim() said {released} B"
+        released > 0 && trimmed as f64 >= (peak - after) * 0.5 * (1 << 20) as f64,
+        "trim() said {released} B, the passes since the drop {trimmed} B"
     );
 }
 
@@ -259,6 +264,49 @@ fn a_parked_thread_keeps_at_most_its_cache_budget() {
     );
     exit_tx.send(()).unwrap();
     parked.join().unwrap();
+}
+
+/// Threads that freed what they allocated, stayed parked until the trimmer had nothing
+/// left to do, and then exited: their caches go to the central transfer caches at exit,
+/// and the background thread must come for them by itself (it once slept through them,
+/// keeping the exited threads' blocks resident until something else was freed).
+#[test]
+fn exited_threads_memory_returns_without_a_call() {
+    if in_child("exited_threads_memory_returns_without_a_call", &[]).is_some() {
+        return;
+    }
+    const THREADS: usize = 4;
+    let baseline = rss_mib();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(THREADS + 1));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let barrier = std::sync::Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                let blocks: Vec<Box<[u8]>> = (0..(16 << 20) / 128)
+                    .map(|i| vec![t as u8; 16 + i % 240].into_boxed_slice())
+                    .collect();
+                assert!(blocks.iter().all(|b| b.iter().all(|&x| x == t as u8)));
+                drop(blocks);
+                barrier.wait(); // freed
+                barrier.wait(); // told to exit
+            })
+        })
+        .collect();
+    barrier.wait();
+    // Long enough for the trimmer to release what it can see and go to sleep.
+    std::thread::sleep(Duration::from_millis(1500));
+    let parked = rss_mib();
+    barrier.wait();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let after = wait_for_rss_below(baseline + 3.0, Duration::from_secs(2));
+    assert!(
+        after <= baseline + 3.0,
+        "exited threads left {:.1} MiB resident 2 s after they exited \
+         (baseline {baseline:.1}, {parked:.1} while parked)",
+        after - baseline
+    );
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Command-line options of the driver, parsed by hand.
 
-use crate::ALLOCATORS;
+use crate::{ALLOCATORS, KNOWN_ALLOCATORS};
 use std::path::PathBuf;
 use versus_workloads::{DEFAULT_SEED, WORKLOADS};
 
@@ -49,7 +49,7 @@ pub fn alloc_name(name: &str) -> Option<&'static str> {
         "mi" => "mimalloc",
         other => other,
     };
-    ALLOCATORS.iter().copied().find(|a| *a == name)
+    KNOWN_ALLOCATORS.iter().copied().find(|a| *a == name)
 }
 
 /// Parses the arguments (without the program name).
@@ -176,7 +176,7 @@ where
                 wanted.push(alloc_name(a).ok_or_else(|| format!("no allocator called {a:?}"))?);
             }
         }
-        o.allocs = ALLOCATORS
+        o.allocs = KNOWN_ALLOCATORS
             .iter()
             .filter(|a| wanted.contains(a))
             .map(|a| a.to_string())
@@ -203,7 +203,8 @@ OPTIONS:
     --quick                 smaller sizes, for a smoke run (a few minutes in all)
     --workload NAME...      workloads to run (repeatable, or a comma list; default: all)
     --alloc NAME...         allocators: ebbmalloc, system (glibc), jemalloc, mimalloc
-                            (repeatable, or a comma list; default: all four)
+                            (repeatable, or a comma list; default and `all`: these
+                            four), and on request ebbmalloc-hardened, mimalloc-secure
     --rounds N              rounds (default 3; each round runs every allocator once)
     --ebb-env KEY=VALUE     an EBBMALLOC_* setting for the ebbmalloc worker only
                             (repeatable). The driver's own environment, EBBMALLOC_*,
@@ -313,5 +314,16 @@ mod tests {
         }
         assert!(h.contains("--ebb-env"));
         assert!(h.contains("inherited"));
+    }
+
+    #[test]
+    fn hardened_builds_run_only_when_named() {
+        let o = p(&["--alloc", "mimalloc-secure,ebbmalloc", "ebbmalloc-hardened"]).unwrap();
+        assert_eq!(
+            o.allocs,
+            ["ebbmalloc", "ebbmalloc-hardened", "mimalloc-secure"]
+        );
+        assert_eq!(p(&["--alloc", "all"]).unwrap().allocs, ALLOCATORS);
+        assert!(!ALLOCATORS.contains(&"ebbmalloc-hardened"));
     }
 }

@@ -8,8 +8,20 @@ pub mod stats;
 pub mod svg;
 pub mod table;
 
-/// Every allocator the suite knows, in the order of a round.
+/// The allocators of a run that names none, in the order of a round.
 pub const ALLOCATORS: &[&str] = &["ebbmalloc", "system", "jemalloc", "mimalloc"];
+
+/// Every allocator the suite can build, in the order of a round. Those not in
+/// [`ALLOCATORS`] run only when `--alloc` names them: ebbmalloc built with its `hardened`
+/// feature, and mimalloc built with its `secure` feature (the cost of hardening).
+pub const KNOWN_ALLOCATORS: &[&str] = &[
+    "ebbmalloc",
+    "ebbmalloc-hardened",
+    "system",
+    "jemalloc",
+    "mimalloc",
+    "mimalloc-secure",
+];
 
 /// The allocator every figure is also given as a ratio to.
 pub const BASELINE: &str = "mimalloc";
@@ -21,6 +33,8 @@ pub fn color(alloc: &str) -> &'static str {
         "system" => "#7f7f7f",
         "jemalloc" => "#2ca02c",
         "mimalloc" => "#ff7f0e",
+        "ebbmalloc-hardened" => "#17becf",
+        "mimalloc-secure" => "#d62728",
         _ => "#9467bd",
     }
 }

@@ -2,35 +2,54 @@
 //!
 //! Everything but the global allocator is the `versus-workloads` crate, compiled once and
 //! linked unchanged into every worker. The driver builds this binary once per feature
-//! (`alloc-ebbmalloc`, `alloc-system`, `alloc-jemalloc`, `alloc-mimalloc`). With several
-//! features on at once (e.g. `--all-features`), the first in that order wins; the worker
-//! reports which one it has and the driver checks it.
+//! (`alloc-ebbmalloc`, `alloc-system`, `alloc-jemalloc`, `alloc-mimalloc`, and on request
+//! `alloc-ebbmalloc-hardened`, `alloc-mimalloc-secure`). With several features on at once
+//! (e.g. `--all-features`), the first in the order ebbmalloc, system, jemalloc, mimalloc
+//! wins; the worker reports which one it has (and whether it is the hardened or secure
+//! build) and the driver checks it.
 
-#[cfg(feature = "alloc-ebbmalloc")]
+#[cfg(any(feature = "alloc-ebbmalloc", feature = "alloc-ebbmalloc-hardened"))]
 #[global_allocator]
 static GLOBAL: ebbmalloc::EbbMalloc = ebbmalloc::EbbMalloc;
-#[cfg(feature = "alloc-ebbmalloc")]
-const ALLOC: &str = "ebbmalloc";
+/// The crate says whether the `hardened` feature reached it.
+#[cfg(any(feature = "alloc-ebbmalloc", feature = "alloc-ebbmalloc-hardened"))]
+const ALLOC: &str = if ebbmalloc::HARDENED {
+    "ebbmalloc-hardened"
+} else {
+    "ebbmalloc"
+};
 
-#[cfg(all(feature = "alloc-system", not(feature = "alloc-ebbmalloc")))]
+#[cfg(all(
+    feature = "alloc-system",
+    not(any(feature = "alloc-ebbmalloc", feature = "alloc-ebbmalloc-hardened"))
+))]
 const ALLOC: &str = "system";
 
 #[cfg(all(
     feature = "alloc-jemalloc",
-    not(any(feature = "alloc-ebbmalloc", feature = "alloc-system"))
+    not(any(
+        feature = "alloc-ebbmalloc",
+        feature = "alloc-ebbmalloc-hardened",
+        feature = "alloc-system"
+    ))
 ))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[cfg(all(
     feature = "alloc-jemalloc",
-    not(any(feature = "alloc-ebbmalloc", feature = "alloc-system"))
+    not(any(
+        feature = "alloc-ebbmalloc",
+        feature = "alloc-ebbmalloc-hardened",
+        feature = "alloc-system"
+    ))
 ))]
 const ALLOC: &str = "jemalloc";
 
 #[cfg(all(
-    feature = "alloc-mimalloc",
+    any(feature = "alloc-mimalloc", feature = "alloc-mimalloc-secure"),
     not(any(
         feature = "alloc-ebbmalloc",
+        feature = "alloc-ebbmalloc-hardened",
         feature = "alloc-system",
         feature = "alloc-jemalloc"
     ))
@@ -38,21 +57,28 @@ const ALLOC: &str = "jemalloc";
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[cfg(all(
-    feature = "alloc-mimalloc",
+    any(feature = "alloc-mimalloc", feature = "alloc-mimalloc-secure"),
     not(any(
         feature = "alloc-ebbmalloc",
+        feature = "alloc-ebbmalloc-hardened",
         feature = "alloc-system",
         feature = "alloc-jemalloc"
     ))
 ))]
-const ALLOC: &str = "mimalloc";
+const ALLOC: &str = if cfg!(feature = "alloc-mimalloc-secure") {
+    "mimalloc-secure"
+} else {
+    "mimalloc"
+};
 
 // No feature: Rust's default, the system allocator (glibc malloc).
 #[cfg(not(any(
     feature = "alloc-ebbmalloc",
+    feature = "alloc-ebbmalloc-hardened",
     feature = "alloc-system",
     feature = "alloc-jemalloc",
-    feature = "alloc-mimalloc"
+    feature = "alloc-mimalloc",
+    feature = "alloc-mimalloc-secure"
 )))]
 const ALLOC: &str = "system";
 

@@ -280,7 +280,7 @@ impl Job<'_> {
         if self.opts.quick {
             cmd.arg("--quick");
         }
-        if self.alloc == "ebbmalloc" {
+        if self.alloc.starts_with("ebbmalloc") {
             for (k, v) in &self.opts.ebb_env {
                 cmd.env(k, v);
             }

@@ -1,0 +1,226 @@
+//! Hardened mode (cargo feature `hardened`): the checks that cost something on every
+//! allocation and free, compiled in only with the feature. Without it this module does not
+//! exist and the fast paths are exactly those of the default build.
+//!
+//! What the feature adds, and where:
+//!
+//! - **Encoded free-list links** ([`encode_link`], [`decode_link`], used by `block.rs` and
+//!   so by every intrusive list: thread caches, batches, pool free lists). A free block's
+//!   first word holds `next ^ KEY ^ (block >> 12)` ("safe linking"): `KEY` is a random
+//!   per-process word, so an attacker who overwrites a link cannot aim it without knowing
+//!   the key, and the address term makes equal links differ from block to block. Every
+//!   decoded link is checked to be null or a block of the list's size class in one of our
+//!   arenas (in the chunk map, in a pool of that class, at a block boundary); anything else
+//!   aborts with `ebbmalloc: corrupted free list at 0x<block>`, naming the block whose link
+//!   was overwritten.
+//! - **A double-free check on every free** ([`on_free`], [`on_alloc`]). The out-block
+//!   bitmap of each arena (`pool.rs`) changes meaning: a bit is set exactly while its block
+//!   is *live*, held by the program. `alloc` sets it (it must have been clear: a block on a
+//!   free list is never live), `free` clears it (it must have been set, or the block is
+//!   already free: `ebbmalloc: double free of 0x...`). The bits are atomic words here,
+//!   because frees clear them without a lock.
+//! - **Freed memory filled** with [`FILL`] (0xDF) past the link word, so stale data does not
+//!   outlive `free`; in debug builds (`debug_assertions`) fresh blocks are filled when their
+//!   pool is carved and every allocation checks the pattern is intact (`ebbmalloc: write
+//!   after free at 0x<byte>`).
+//! - **Randomized carving** ([`shuffle`], used by `pool.rs`): the blocks of a fresh pool are
+//!   handed out in random order, so neighbours in time are not neighbours in memory.
+//! - **Guard pages** around large blocks (`large.rs`): a `PROT_NONE` page just before the
+//!   block and one at the end of its mapping.
+//!
+//! The key and the shuffling generator are seeded once, from `getrandom(2)` (without
+//! blocking), else from the kernel's `AT_RANDOM` bytes, before the first arena is made
+//! (`arena.rs` calls [`seed`]); no link exists before that. Nothing here allocates.
+
+use crate::arena;
+use crate::block::Block;
+use crate::consts::PAGE_SHIFT;
+use crate::fatal::fatal;
+use crate::pool;
+use crate::size_class::SizeClass;
+use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+
+/// The byte freed memory is filled with (past the link word).
+pub(crate) const FILL: u8 = 0xDF;
+
+/// Bytes at the start of a free block that hold its link and are not filled.
+const LINK_BYTES: usize = core::mem::size_of::<*mut Block>();
+
+/// The link key; 0 until [`seed`] ran (it is never 0 afterwards).
+static KEY: AtomicUsize = AtomicUsize::new(0);
+
+/// State of the shuffling generator (a Weyl sequence, mixed by splitmix64).
+static RNG: AtomicU64 = AtomicU64::new(0);
+
+/// Seeds the link key and the generator, once. Called before the first arena is made, with
+/// the arena lock held, so every link is written after it and with one key.
+pub(crate) fn seed() {
+    if KEY.load(Ordering::Relaxed) != 0 {
+        return;
+    }
+    let [a, b] = random_words();
+    KEY.store((a as usize) | 1, Ordering::Relaxed);
+    RNG.store(b, Ordering::Relaxed);
+}
+
+/// 16 bytes that an attacker cannot predict.
+fn random_words() -> [u64; 2] {
+    let mut words = [0u64; 2];
+    // SAFETY: getrandom writes at most the 16 bytes of our buffer; GRND_NONBLOCK keeps it
+    // from waiting for the entropy pool early in boot.
+    let got = unsafe {
+        libc::getrandom(
+            words.as_mut_ptr() as *mut libc::c_void,
+            core::mem::size_of_val(&words),
+            libc::GRND_NONBLOCK,
+        )
+    };
+    if got == core::mem::size_of_val(&words) as isize {
+        return words;
+    }
+    // SAFETY: AT_RANDOM, when present, is the address of 16 random bytes the kernel put on
+    // the initial stack; they stay there for the life of the process.
+    unsafe {
+        let at_random = libc::getauxval(libc::AT_RANDOM) as *const [u64; 2];
+        if !at_random.is_null() {
+            return at_random.read_unaligned();
+        }
+    }
+    // No source of randomness: the addresses of our code and stack (randomised by ASLR)
+    // and the time, mixed.
+    let stack = &words as *const _ as u64;
+    let code = seed as *const () as u64;
+    [
+        mix(stack ^ crate::os::now_ms() as u64),
+        mix(code.rotate_left(32) ^ stack),
+    ]
+}
+
+/// splitmix64's finaliser.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A random word (for shuffling; any thread, no lock).
+fn random() -> u64 {
+    const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+    mix(RNG
+        .fetch_add(GOLDEN, Ordering::Relaxed)
+        .wrapping_add(GOLDEN))
+}
+
+/// The mask that encodes the link stored in `block`.
+#[inline(always)]
+fn link_mask(block: *mut Block) -> usize {
+    KEY.load(Ordering::Relaxed) ^ (block as usize >> PAGE_SHIFT)
+}
+
+/// The word to store in `block` to link it to `next`.
+#[inline(always)]
+pub(crate) fn encode_link(block: *mut Block, next: *mut Block) -> *mut Block {
+    (next as usize ^ link_mask(block)) as *mut Block
+}
+
+/// The block `block` links to, from the word stored in it; aborts unless it is null or a
+/// block of `class`.
+#[inline(always)]
+pub(crate) fn decode_link(block: *mut Block, stored: *mut Block, class: SizeClass) -> *mut Block {
+    let next = (stored as usize ^ link_mask(block)) as *mut Block;
+    if !next.is_null() && !arena::is_block_of_class(next as *mut u8, class) {
+        corrupted_free_list(block);
+    }
+    next
+}
+
+#[cold]
+#[inline(never)]
+fn corrupted_free_list(block: *mut Block) -> ! {
+    fatal("corrupted free list at", block as usize)
+}
+
+/// Marks a block of `class` handed to the program live, after checking it was free (and,
+/// in debug builds, that nobody wrote to it while it was).
+///
+/// # Safety
+/// `block` is a block of `class` just taken off a free list.
+#[inline(always)]
+pub(crate) unsafe fn on_alloc(block: *mut u8, class: SizeClass) {
+    // SAFETY: a block off a free list lies in a live pool of an arena (its link was checked).
+    if unsafe { pool::mark_live(block) } {
+        corrupted_free_list(block as *mut Block);
+    }
+    #[cfg(debug_assertions)]
+    {
+        // SAFETY: the block is ours, `class.size()` bytes.
+        unsafe { check_fill(block, class.size()) };
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = class;
+}
+
+/// Marks a live block of `class` free, aborting if it was free already, and fills it.
+///
+/// # Safety
+/// `block` is a block of `class` in a live pool (the C ABI looked it up; a Rust `dealloc`
+/// was checked by `front::check_owner`).
+#[inline(always)]
+pub(crate) unsafe fn on_free(block: *mut u8, class: SizeClass) {
+    // SAFETY: by the caller's promise the block's arena is live.
+    if !unsafe { pool::mark_free(block) } {
+        fatal("double free of", block as usize);
+    }
+    // SAFETY: the block is `class.size()` bytes and now ours again.
+    unsafe { fill(block, class.size()) };
+}
+
+/// Aborts with `message` unless `block` (a block in a live pool) is live.
+///
+/// # Safety
+/// As [`on_free`].
+pub(crate) unsafe fn check_live(block: *mut u8, message: &str) {
+    // SAFETY: by the caller's promise.
+    if !unsafe { pool::is_live(block) } {
+        fatal(message, block as usize);
+    }
+}
+
+/// Fills the block past its link word with [`FILL`].
+///
+/// # Safety
+/// `block` is `size` bytes of ours that nobody uses.
+#[inline(always)]
+pub(crate) unsafe fn fill(block: *mut u8, size: usize) {
+    if size > LINK_BYTES {
+        // SAFETY: by the caller's promise.
+        unsafe { core::ptr::write_bytes(block.add(LINK_BYTES), FILL, size - LINK_BYTES) };
+    }
+}
+
+/// Aborts if a byte of the block past its link word lost the fill pattern.
+///
+/// # Safety
+/// As [`fill`].
+#[cfg(debug_assertions)]
+unsafe fn check_fill(block: *mut u8, size: usize) {
+    if size <= LINK_BYTES {
+        return;
+    }
+    // SAFETY: by the caller's promise.
+    let bytes = unsafe { core::slice::from_raw_parts(block.add(LINK_BYTES), size - LINK_BYTES) };
+    if let Some(i) = bytes.iter().position(|&b| b != FILL) {
+        fatal("write after free at", block as usize + LINK_BYTES + i);
+    }
+}
+
+/// The indices `0..order.len()` in a random order (Fisher-Yates).
+pub(crate) fn shuffle(order: &mut [u8]) {
+    for (i, slot) in order.iter_mut().enumerate() {
+        *slot = i as u8;
+    }
+    for i in (1..order.len()).rev() {
+        let j = (random() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+}
