@@ -62,7 +62,7 @@ test_totals() {
 # - tests/preload.rs builds libebbmalloc.so and LD_PRELOADs it into C programs, CPython and
 #   a shell; an ASan-instrumented library cannot be preloaded into a program that was not
 #   built with ASan (the runtime must come first in the link order);
-# - four footprint tests of tests/shrinking.rs compare the process's RSS with bounds, and
+# - five footprint tests of tests/shrinking.rs compare the process's RSS with bounds, and
 #   ASan's shadow memory stays resident (an eighth of every byte touched; the shadow of
 #   poisoned free blocks is not zero), e.g. "ours 5.4 MiB, VmRSS 109.1 MiB";
 # - a_thousand_short_lived_threads_do_not_grow_rss also bounds RSS growth: it runs on its
@@ -72,6 +72,7 @@ ASAN_SKIP=(--skip dropped_heap_leaves_rss_within_two_seconds
     --skip trim_releases_at_once_without_the_background_thread
     --skip a_parked_thread_keeps_at_most_its_cache_budget
     --skip a_forked_child_keeps_trimming
+    --skip exited_threads_memory_returns_without_a_call
     --skip a_thousand_short_lived_threads_do_not_grow_rss)
 ASAN_ALONE=a_thousand_short_lived_threads_do_not_grow_rss
 
