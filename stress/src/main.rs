@@ -39,6 +39,9 @@ const TRIM_EVERY: Duration = Duration::from_millis(500);
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// Operations the main thread does on its own table before each fork.
 const MAIN_OPS_PER_FORK: usize = 500;
+/// Bytes ebbmalloc may count as allocated once every block of the run is freed: what the
+/// standard library and this program's own structures still hold.
+const LEFT_ALLOCATED_MAX: usize = 1 << 20;
 
 struct Options {
     seconds: u64,
@@ -185,7 +188,18 @@ fn main() {
     }
     main.free_all("before free at the end");
     main.flush_counts(&shared.totals);
-    report(&shared, elapsed, forks, spawned);
+    let stats = ebbmalloc::stats();
+    if stats.allocated_bytes > LEFT_ALLOCATED_MAX {
+        fail::violation(
+            "blocks unaccounted for",
+            format_args!(
+                "every block of the run is freed and every worker has exited, yet \
+                 ebbmalloc::stats() counts {} bytes allocated",
+                stats.allocated_bytes
+            ),
+        );
+    }
+    report(&shared, elapsed, forks, spawned, &stats);
 }
 
 fn start_worker(shared: &Arc<Shared>, i: usize, slot: &mut Slot, spawned: &mut u64) {
@@ -214,7 +228,7 @@ fn allocator_calls(shared: &Shared) -> u64 {
     ALLOCATOR_CALLS.iter().map(|&kind| shared.total(kind)).sum()
 }
 
-fn report(shared: &Shared, elapsed: f64, forks: u64, spawned: u64) {
+fn report(shared: &Shared, elapsed: f64, forks: u64, spawned: u64, stats: &ebbmalloc::Stats) {
     let ops = allocator_calls(shared);
     println!(
         "stress: passed: {elapsed:.1} s, seed {}, {} threads",
@@ -233,7 +247,6 @@ fn report(shared: &Shared, elapsed: f64, forks: u64, spawned: u64) {
     }
     println!("  forks: {forks} (every child exited 0)");
     println!("  threads spawned: {spawned}");
-    let stats = ebbmalloc::stats();
     println!(
         "  VmRSS {} KiB, VmHWM {} KiB; ebbmalloc resident {} KiB, allocated {} KiB, mapped {} KiB",
         proc_status("VmRSS").unwrap_or(0),

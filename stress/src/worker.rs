@@ -112,7 +112,7 @@ pub fn run(shared: &Shared, slot: usize, generation: u64, serial: u64) {
     fail::set_who(Who::Worker { slot, serial });
     let stream = ((slot as u64) << 32) | generation;
     let mut tester = Tester::new(Rng::new(shared.seed, stream), serial);
-    let lifetime = tester.rng.log_uniform(20_000, 2_000_000);
+    let lifetime = tester.rng.log_uniform(2_000, 200_000);
     for n in 0..lifetime {
         if n % 64 == 0 {
             if shared.stop.load(Ordering::Relaxed) {
