@@ -42,6 +42,9 @@ const MAIN_OPS_PER_FORK: usize = 500;
 /// Bytes ebbmalloc may count as allocated once every block of the run is freed: what the
 /// standard library and this program's own structures still hold.
 const LEFT_ALLOCATED_MAX: usize = 1 << 20;
+/// Bytes ebbmalloc may still count as resident after `trim()` at the end: the retained
+/// arenas' headers and the pools of the few blocks still allocated.
+const TRIMMED_RESIDENT_MAX: usize = 16 << 20;
 
 struct Options {
     seconds: u64,
@@ -199,7 +202,26 @@ fn main() {
             ),
         );
     }
-    report(&shared, elapsed, forks, spawned, &stats);
+    let end = Footprint::now(stats);
+    let released = ebbmalloc::trim();
+    let trimmed = ebbmalloc::stats();
+    if trimmed.resident_bytes > TRIMMED_RESIDENT_MAX {
+        fail::violation(
+            "memory not given back",
+            format_args!(
+                "with {} bytes allocated, trim() released {released} bytes and \
+                 ebbmalloc::stats() still counts {} bytes resident",
+                trimmed.allocated_bytes, trimmed.resident_bytes
+            ),
+        );
+    }
+    report(&shared, elapsed, forks, spawned, &end);
+    println!(
+        "  after trim(): {} KiB released; ebbmalloc resident {} KiB, VmRSS {} KiB",
+        released >> 10,
+        trimmed.resident_bytes >> 10,
+        proc_status("VmRSS").unwrap_or(0)
+    );
 }
 
 fn start_worker(shared: &Arc<Shared>, i: usize, slot: &mut Slot, spawned: &mut u64) {
@@ -228,7 +250,24 @@ fn allocator_calls(shared: &Shared) -> u64 {
     ALLOCATOR_CALLS.iter().map(|&kind| shared.total(kind)).sum()
 }
 
-fn report(shared: &Shared, elapsed: f64, forks: u64, spawned: u64, stats: &ebbmalloc::Stats) {
+/// Memory figures at one moment: the OS's (KiB) and ebbmalloc's.
+struct Footprint {
+    vm_rss_kib: u64,
+    vm_hwm_kib: u64,
+    stats: ebbmalloc::Stats,
+}
+
+impl Footprint {
+    fn now(stats: ebbmalloc::Stats) -> Footprint {
+        Footprint {
+            vm_rss_kib: proc_status("VmRSS").unwrap_or(0),
+            vm_hwm_kib: proc_status("VmHWM").unwrap_or(0),
+            stats,
+        }
+    }
+}
+
+fn report(shared: &Shared, elapsed: f64, forks: u64, spawned: u64, end: &Footprint) {
     let ops = allocator_calls(shared);
     println!(
         "stress: passed: {elapsed:.1} s, seed {}, {} threads",
@@ -248,12 +287,13 @@ fn report(shared: &Shared, elapsed: f64, forks: u64, spawned: u64, stats: &ebbma
     println!("  forks: {forks} (every child exited 0)");
     println!("  threads spawned: {spawned}");
     println!(
-        "  VmRSS {} KiB, VmHWM {} KiB; ebbmalloc resident {} KiB, allocated {} KiB, mapped {} KiB",
-        proc_status("VmRSS").unwrap_or(0),
-        proc_status("VmHWM").unwrap_or(0),
-        stats.resident_bytes >> 10,
-        stats.allocated_bytes >> 10,
-        stats.mapped_bytes >> 10
+        "  at the end: VmRSS {} KiB, VmHWM {} KiB; ebbmalloc resident {} KiB, allocated {} \
+         KiB, mapped {} KiB",
+        end.vm_rss_kib,
+        end.vm_hwm_kib,
+        end.stats.resident_bytes >> 10,
+        end.stats.allocated_bytes >> 10,
+        end.stats.mapped_bytes >> 10
     );
 }
 
