@@ -143,6 +143,7 @@ fn main() {
     let (mut last_fork, mut last_trim, mut last_progress) = (start, start, start);
     let mut forks = 0u64;
     let mut corrupt_pending = opts.self_test_corrupt;
+    let mut latest = ebbmalloc::stats();
     while start.elapsed() < duration {
         std::thread::sleep(Duration::from_millis(10));
         for (i, slot) in slots.iter_mut().enumerate() {
@@ -167,6 +168,8 @@ fn main() {
         if last_trim.elapsed() >= TRIM_EVERY {
             ebbmalloc::trim();
             main.counts[TRIM] += 1;
+            // Statistics walk the thread registry while workers come and go.
+            latest = ebbmalloc::stats();
             last_trim = Instant::now();
         }
         if last_progress.elapsed() >= PROGRESS_EVERY {
@@ -174,9 +177,11 @@ fn main() {
             let secs = start.elapsed().as_secs_f64();
             println!(
                 "[{secs:6.0} s] {ops} ops ({:.2} Mops/s), {forks} forks, {spawned} threads, \
-                 VmRSS {} MiB",
+                 VmRSS {} MiB; ebbmalloc allocated {} MiB, resident {} MiB",
                 ops as f64 / secs / 1e6,
-                proc_status("VmRSS").unwrap_or(0) >> 10
+                proc_status("VmRSS").unwrap_or(0) >> 10,
+                latest.allocated_bytes >> 20,
+                latest.resident_bytes >> 20
             );
             last_progress = Instant::now();
         }
