@@ -43,7 +43,7 @@ use crate::fatal::fatal;
 use crate::os;
 use crate::pool::Pool;
 use crate::size_class::SizeClass;
-use crate::sync::{AtomicU32, AtomicU8, AtomicUsize, Mutex, Ordering, MEMORY_FREED};
+use crate::sync::{model_static, AtomicU32, AtomicU8, AtomicUsize, Mutex, Ordering, MEMORY_FREED};
 use core::cell::UnsafeCell;
 use core::ptr;
 
@@ -106,20 +106,22 @@ struct Arenas {
 // SAFETY: `lists` is only touched with `lock` held.
 unsafe impl Sync for Arenas {}
 
-static ARENAS: Arenas = Arenas {
-    lock: Mutex::new(),
-    lists: UnsafeCell::new(ArenaLists {
-        by_free_pages: [ptr::null_mut(); PAGES_PER_ARENA],
-        nonempty: 0,
-        reserve_next: ptr::null_mut(),
-        reserve_left: 0,
-    }),
-    mapped: AtomicUsize::new(0),
-    empty: AtomicUsize::new(0),
-    pool_pages: AtomicUsize::new(0),
-    dirty_pages: AtomicUsize::new(0),
-    released_pages: AtomicUsize::new(0),
-};
+model_static! {
+    static ARENAS: Arenas = Arenas {
+        lock: Mutex::new(),
+        lists: UnsafeCell::new(ArenaLists {
+            by_free_pages: [ptr::null_mut(); PAGES_PER_ARENA],
+            nonempty: 0,
+            reserve_next: ptr::null_mut(),
+            reserve_left: 0,
+        }),
+        mapped: AtomicUsize::new(0),
+        empty: AtomicUsize::new(0),
+        pool_pages: AtomicUsize::new(0),
+        dirty_pages: AtomicUsize::new(0),
+        released_pages: AtomicUsize::new(0),
+    };
+}
 
 /// The arena header of a block that lies in an arena.
 #[inline(always)]
@@ -635,6 +637,15 @@ impl ArenaLists {
         // state for every other field (null links, empty pools). Pages never touched count
         // as released: they cost no memory.
         unsafe {
+            // Loom's atomics are handles into the model's state, for which zero bytes are
+            // no valid value: make them.
+            #[cfg(loom)]
+            {
+                ptr::addr_of_mut!((*arena).occupancy).write(AtomicU32::new(0));
+                for page in 0..PAGES_PER_ARENA {
+                    ptr::addr_of_mut!((*arena).page_pool[page]).write(AtomicU8::new(0));
+                }
+            }
             (*arena).magic = ARENA_MAGIC;
             (*arena).free_pages = free_pages_of_new_arena();
             (*arena).released_pages = free_pages_of_new_arena();
@@ -642,6 +653,129 @@ impl ArenaLists {
         }
         arena
     }
+}
+
+/// The arenas handed out from the current reservation so far (mapped or unmapped since).
+///
+/// # Safety
+/// The arena lock is held.
+#[cfg(all(test, loom))]
+unsafe fn arenas_of_reservation(lists: &ArenaLists) -> impl Iterator<Item = *mut Arena> {
+    let used = ARENAS_PER_RESERVATION - lists.reserve_left;
+    let start = (lists.reserve_next as usize).wrapping_sub(used * ARENA_SIZE);
+    let used = if lists.reserve_next.is_null() {
+        0
+    } else {
+        used
+    };
+    (0..used).map(move |i| (start + i * ARENA_SIZE) as *mut Arena)
+}
+
+/// For the loom models: checks under the arena lock the invariants of the module docs over
+/// every mapped arena (the models stay within one reservation) and the global counters
+/// against their sums; returns the figures.
+#[cfg(all(test, loom))]
+pub(crate) fn check_invariants() -> ArenaFigures {
+    let _guard = ARENAS.lock.lock();
+    // SAFETY: we hold the arena lock.
+    let lists = unsafe { &*ARENAS.lists.get() };
+    let (mut mapped, mut pool_pages, mut dirty, mut released, mut empty) = (0, 0, 0, 0, 0);
+    // SAFETY: we hold the arena lock.
+    for arena in unsafe { arenas_of_reservation(lists) } {
+        if !chunk_map::contains(arena as usize) {
+            continue;
+        }
+        mapped += 1;
+        // SAFETY: a mapped arena's header is live; we hold the lock that guards it.
+        unsafe {
+            let free = (*arena).free_pages;
+            let gone = (*arena).released_pages;
+            assert_eq!((*arena).magic, ARENA_MAGIC);
+            assert_eq!(
+                free & !free_pages_of_new_arena(),
+                0,
+                "header pages are never free"
+            );
+            assert_eq!(gone & !free, 0, "released pages are free pages");
+            let free_count = free.count_ones() as usize;
+            let occupancy = (*arena).occupancy.load(Ordering::Relaxed) as usize;
+            assert_eq!(
+                occupancy,
+                USABLE_PAGES - free_count,
+                "occupancy of {arena:p}"
+            );
+            for page in HEADER_PAGES..PAGES_PER_ARENA {
+                let in_pool = (*arena).page_pool[page].load(Ordering::Relaxed) != 0;
+                assert_eq!(in_pool, free & (1 << page) == 0, "page {page} of {arena:p}");
+            }
+            if free_count == 0 {
+                assert_eq!((*arena).list, NOT_LISTED);
+            } else {
+                assert_eq!((*arena).list as usize, free_count);
+                let mut listed = lists.by_free_pages[free_count];
+                while !listed.is_null() && listed != arena {
+                    listed = (*listed).next;
+                }
+                assert_eq!(listed, arena, "{arena:p} is in the list of its free pages");
+            }
+            pool_pages += occupancy;
+            dirty += (free & !gone).count_ones() as usize;
+            released += gone.count_ones() as usize;
+            empty += (free_count == USABLE_PAGES) as usize;
+        }
+    }
+    assert_eq!(
+        ARENAS.mapped.load(Ordering::Relaxed),
+        mapped,
+        "mapped arenas"
+    );
+    assert_eq!(
+        ARENAS.pool_pages.load(Ordering::Relaxed),
+        pool_pages,
+        "pool pages"
+    );
+    assert_eq!(
+        ARENAS.dirty_pages.load(Ordering::Relaxed),
+        dirty,
+        "dirty pages"
+    );
+    assert_eq!(
+        ARENAS.released_pages.load(Ordering::Relaxed),
+        released,
+        "released pages"
+    );
+    assert_eq!(ARENAS.empty.load(Ordering::Relaxed), empty, "empty arenas");
+    ArenaFigures {
+        mapped,
+        pool_pages,
+        released_pages: released,
+        empty,
+        ..ArenaFigures::default()
+    }
+}
+
+/// For the loom models, at the end of an execution: gives the arenas still mapped and the
+/// unused rest of the reservation back to the OS, so that the many executions of a model
+/// do not pile up mappings. The registry is dead afterwards (loom makes a new one).
+#[cfg(all(test, loom))]
+pub(crate) fn unmap_reservation_after_model() {
+    let _guard = ARENAS.lock.lock();
+    // SAFETY: we hold the arena lock.
+    let lists = unsafe { &mut *ARENAS.lists.get() };
+    // SAFETY: we hold the arena lock.
+    for arena in unsafe { arenas_of_reservation(lists) } {
+        if chunk_map::contains(arena as usize) {
+            chunk_map::remove(arena as usize);
+            // SAFETY: the execution is over: nothing uses its arenas any more.
+            unsafe { os::unmap(arena as *mut u8, ARENA_SIZE) };
+        }
+    }
+    if lists.reserve_left > 0 {
+        // SAFETY: slots not handed out were never used.
+        unsafe { os::unmap(lists.reserve_next, lists.reserve_left * ARENA_SIZE) };
+    }
+    lists.reserve_left = 0;
+    lists.reserve_next = ptr::null_mut();
 }
 
 /// Every page free but the header.

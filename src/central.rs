@@ -2,7 +2,8 @@
 //!
 //! Each class has
 //!
-//! - a **transfer cache**: up to [`TRANSFER_SLOTS`] whole batches. A flush from one thread
+//! - a **transfer cache**: whole batches, up to the class's `transfer_batches` (about 1 MiB
+//!   of blocks; at least 32 batches). A flush from one thread
 //!   parks its batch here and a refill of another thread takes it back as it is: the
 //!   producer/consumer hand-off is O(1) under a lock held for a few instructions, with no
 //!   walk over the blocks;
@@ -25,15 +26,15 @@
 use crate::arena;
 use crate::block::Batch;
 use crate::pool::{Pool, NOT_LISTED};
-use crate::size_class::{SizeClass, NUM_CLASSES};
-use crate::sync::Mutex;
+use crate::size_class::{SizeClass, MAX_TRANSFER_BATCHES, NUM_CLASSES};
 #[cfg(test)]
 use crate::sync::MutexGuard;
+use crate::sync::{model_static, Mutex};
 use core::cell::UnsafeCell;
 use core::ptr;
 
-/// Whole batches a class's transfer cache holds.
-pub(crate) const TRANSFER_SLOTS: usize = 32;
+/// Room for the largest class transfer cache; each class uses its `transfer_batches`.
+const TRANSFER_SLOTS: usize = MAX_TRANSFER_BATCHES;
 /// Fullness bins of partial pools: bin `b` holds pools with `used / blocks` in
 /// `[b / FULLNESS_BINS, (b + 1) / FULLNESS_BINS)`.
 pub(crate) const FULLNESS_BINS: usize = 4;
@@ -62,21 +63,30 @@ struct Central {
 // SAFETY: `lists` (and the pool descriptors of the class) are only touched with `lock` held.
 unsafe impl Sync for Central {}
 
+const EMPTY_LISTS: CentralLists = CentralLists {
+    transfer: [Batch::EMPTY; TRANSFER_SLOTS],
+    transfer_len: 0,
+    transfer_low_water: 0,
+    transfer_blocks: 0,
+    bins: [ptr::null_mut(); FULLNESS_BINS],
+    blocks_out: 0,
+    pools: 0,
+};
+
+#[cfg(not(loom))]
 #[allow(clippy::declare_interior_mutable_const)] // used once, to fill the array below
 const NEW_CENTRAL: Central = Central {
     lock: Mutex::new(),
-    lists: UnsafeCell::new(CentralLists {
-        transfer: [Batch::EMPTY; TRANSFER_SLOTS],
-        transfer_len: 0,
-        transfer_low_water: 0,
-        transfer_blocks: 0,
-        bins: [ptr::null_mut(); FULLNESS_BINS],
-        blocks_out: 0,
-        pools: 0,
-    }),
+    lists: UnsafeCell::new(EMPTY_LISTS),
 };
 
-static CENTRAL: [Central; NUM_CLASSES] = [NEW_CENTRAL; NUM_CLASSES];
+model_static! {
+    static CENTRAL: [Central; NUM_CLASSES] = [NEW_CENTRAL; NUM_CLASSES],
+    loom = core::array::from_fn(|_| Central {
+        lock: Mutex::new(),
+        lists: UnsafeCell::new(EMPTY_LISTS),
+    });
+}
 
 #[inline]
 fn central(class: SizeClass) -> &'static Central {
@@ -134,7 +144,7 @@ pub(crate) unsafe fn flush(class: SizeClass, batch: Batch) {
     let _guard = central.lock.lock();
     // SAFETY: we hold the class lock.
     let lists = unsafe { &mut *central.lists.get() };
-    if lists.transfer_len < TRANSFER_SLOTS {
+    if lists.transfer_len < class.info().transfer_batches as usize {
         lists.transfer[lists.transfer_len] = batch;
         lists.transfer_len += 1;
         lists.transfer_blocks += batch.count as usize;
@@ -146,7 +156,8 @@ pub(crate) unsafe fn flush(class: SizeClass, batch: Batch) {
 
 /// Returns to their pools the parked batches of `class` that nobody took since the last
 /// pass (all of them when `everything`), so that emptied pools give their pages back.
-pub(crate) fn trim(class: SizeClass, everything: bool) {
+/// Returns whether batches are still parked (a later pass may return them).
+pub(crate) fn trim(class: SizeClass, everything: bool) -> bool {
     let central = central(class);
     let _guard = central.lock.lock();
     // SAFETY: we hold the class lock.
@@ -165,6 +176,7 @@ pub(crate) fn trim(class: SizeClass, everything: bool) {
     lists.transfer.copy_within(idle..lists.transfer_len, 0);
     lists.transfer_len -= idle;
     lists.transfer_low_water = lists.transfer_len;
+    lists.transfer_len > 0
 }
 
 /// Figures of one class for the statistics.

@@ -10,7 +10,8 @@
 //! one load.
 
 use crate::consts::ARENA_SHIFT;
-use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::unmodelled::{AtomicU64, AtomicUsize};
+use crate::sync::Ordering;
 use core::ptr;
 
 /// Addresses at or above this are never ours (x86_64 user space with 4-level paging).

@@ -8,7 +8,7 @@
 //! Rust programs can also change settings at any time with [`crate::configure`]; a value set
 //! that way wins over the environment.
 
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{model_static, AtomicU64, Ordering};
 
 /// How pages that are no longer needed are handed back to the OS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,9 +120,13 @@ pub static SETTINGS: [SettingInfo; SETTING_COUNT] = [
 /// Set in a value slot once a Rust caller has set it: the environment then leaves it alone.
 const SET_BY_PROGRAM: u64 = 1 << 63;
 
+#[cfg(not(loom))]
 #[allow(clippy::declare_interior_mutable_const)]
 const UNSET: AtomicU64 = AtomicU64::new(u64::MAX);
-static VALUES: [AtomicU64; SETTING_COUNT] = [UNSET; SETTING_COUNT];
+model_static! {
+    static VALUES: [AtomicU64; SETTING_COUNT] = [UNSET; SETTING_COUNT],
+    loom = core::array::from_fn(|_| AtomicU64::new(u64::MAX));
+}
 
 /// The current value of a setting (booleans are 0/1, `purge` is 0 for dontneed, 1 for free).
 #[inline]
@@ -253,7 +257,13 @@ fn warn_bad_value(info: &SettingInfo) {
 pub(crate) fn print_settings() {
     for (index, info) in SETTINGS.iter().enumerate() {
         let value = VALUES[index].load(Ordering::Relaxed) & !SET_BY_PROGRAM;
-        crate::stats::print_line(format_args!("ebbmalloc: {} = {}\n", info.env, value));
+        if let Kind::Purge = info.kind {
+            // Shown as it is written in the environment, not as its stored number.
+            let name = if value == 1 { "free" } else { "dontneed" };
+            crate::stats::print_line(format_args!("ebbmalloc: {} = {}\n", info.env, name));
+        } else {
+            crate::stats::print_line(format_args!("ebbmalloc: {} = {}\n", info.env, value));
+        }
     }
 }
 

@@ -31,7 +31,7 @@ use crate::chunk_map;
 use crate::consts::{ARENA_MASK, ARENA_SIZE, PAGE_SIZE};
 use crate::fatal::fatal;
 use crate::os;
-use crate::sync::{AtomicUsize, Mutex, Ordering, MEMORY_FREED};
+use crate::sync::{model_static, AtomicUsize, Mutex, Ordering, MEMORY_FREED};
 use core::cell::UnsafeCell;
 use core::ptr;
 
@@ -88,18 +88,22 @@ struct MappingCache {
 // SAFETY: `mappings` is only touched with `lock` held.
 unsafe impl Sync for MappingCache {}
 
-static CACHE: MappingCache = MappingCache {
-    lock: Mutex::new(),
-    mappings: UnsafeCell::new(CachedMappings {
-        entries: [NO_MAPPING; CACHE_ENTRIES],
-        len: 0,
-        bytes: 0,
-    }),
-};
+model_static! {
+    static CACHE: MappingCache = MappingCache {
+        lock: Mutex::new(),
+        mappings: UnsafeCell::new(CachedMappings {
+            entries: [NO_MAPPING; CACHE_ENTRIES],
+            len: 0,
+            bytes: 0,
+        }),
+    };
+}
 
-/// Bytes in large mappings, live or cached (for the statistics); changed only when a
-/// mapping is made, resized or unmapped.
-static MAPPED_BYTES: AtomicUsize = AtomicUsize::new(0);
+model_static! {
+    /// Bytes in large mappings, live or cached (for the statistics); changed only when a
+    /// mapping is made, resized or unmapped.
+    static MAPPED_BYTES: AtomicUsize = AtomicUsize::new(0);
+}
 
 /// A large block of `size` bytes aligned to `align`, zero-filled if `zeroed`; null when the
 /// OS refuses.
@@ -222,10 +226,12 @@ pub(crate) fn mapped_bytes() -> (usize, usize) {
     (MAPPED_BYTES.load(Ordering::Relaxed), cached + hot)
 }
 
-/// The most recently freed cacheable mapping, in front of the cache: freeing into it and
-/// allocating from it is one atomic swap each, no lock. Packed as `base | map_len / PAGE`
-/// (a base is 256 KiB-aligned and a cacheable mapping is at most 4096 pages), 0 if none.
-static HOT: AtomicUsize = AtomicUsize::new(0);
+model_static! {
+    /// The most recently freed cacheable mapping, in front of the cache: freeing into it and
+    /// allocating from it is one atomic swap each, no lock. Packed as `base | map_len / PAGE`
+    /// (a base is 256 KiB-aligned and a cacheable mapping is at most 4096 pages), 0 if none.
+    static HOT: AtomicUsize = AtomicUsize::new(0);
+}
 
 const _: () = assert!(CACHE_MAX_MAP_BYTES / PAGE_SIZE < ARENA_SIZE);
 

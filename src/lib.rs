@@ -47,6 +47,9 @@
 //! message on stderr.
 
 #![warn(missing_docs)]
+// Under loom the process hooks (thread exit, fork, the background thread) are not
+// installed, so what only they reach is unused there.
+#![cfg_attr(loom, allow(dead_code))]
 
 mod arena;
 mod block;
@@ -61,6 +64,8 @@ mod fatal;
 mod front;
 mod large;
 mod lifecycle;
+#[cfg(all(test, loom))]
+mod loom_models;
 mod os;
 mod pool;
 mod size_class;

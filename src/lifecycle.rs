@@ -15,16 +15,20 @@
 //!   one that forked, marks them free and restarts the background trimmer lazily.
 
 use crate::config::{self, Setting};
-use crate::sync::{AtomicU32, Ordering};
-use crate::{arena, central, large, stats, thread_cache, trim};
+use crate::sync::{model_static, AtomicU32, Ordering};
+use crate::{arena, central, large, thread_cache, trim};
 
 const NOT_SET_UP: u32 = 0;
 const SETTING_UP: u32 = 1;
 const SET_UP: u32 = 2;
 
-static SETUP: AtomicU32 = AtomicU32::new(NOT_SET_UP);
-/// The pthread key whose destructor runs at thread exit; valid once `SETUP == SET_UP`.
-static THREAD_KEY: AtomicU32 = AtomicU32::new(0);
+model_static! {
+    static SETUP: AtomicU32 = AtomicU32::new(NOT_SET_UP);
+}
+model_static! {
+    /// The pthread key whose destructor runs at thread exit; valid once `SETUP == SET_UP`.
+    static THREAD_KEY: AtomicU32 = AtomicU32::new(0);
+}
 
 /// Arranges for this thread's cache to be flushed at its exit, setting up the process on
 /// the first call. False when set-up is under way (the caller then goes without a cache).
@@ -32,10 +36,22 @@ pub(crate) fn register_thread() -> bool {
     if SETUP.load(Ordering::Acquire) != SET_UP && !set_up_process() {
         return false;
     }
-    let key = THREAD_KEY.load(Ordering::Relaxed) as libc::pthread_key_t;
+    call_at_thread_exit(THREAD_KEY.load(Ordering::Relaxed))
+}
+
+/// Makes glibc call the destructor of `key` when this thread exits.
+#[cfg(not(loom))]
+fn call_at_thread_exit(key: u32) -> bool {
     // SAFETY: `key` was created by `set_up_process`; any non-null value makes glibc call
     // the destructor at thread exit.
-    unsafe { libc::pthread_setspecific(key, 1 as *const libc::c_void) == 0 }
+    unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, 1 as *const libc::c_void) == 0 }
+}
+
+/// Loom's threads are not OS threads and no key destructor runs when they end: the models
+/// call [`thread_cache::tear_down_this_thread`] themselves, as the destructor does.
+#[cfg(loom)]
+fn call_at_thread_exit(_key: u32) -> bool {
+    true
 }
 
 #[cold]
@@ -47,6 +63,18 @@ fn set_up_process() -> bool {
         return SETUP.load(Ordering::Acquire) == SET_UP;
     }
     config::read_environment();
+    let key = install_process_hooks();
+    if config::enabled(Setting::Verbose) {
+        config::print_settings();
+    }
+    THREAD_KEY.store(key, Ordering::Relaxed);
+    SETUP.store(SET_UP, Ordering::Release);
+    true
+}
+
+/// Creates the thread-exit key and installs the fork and exit handlers; returns the key.
+#[cfg(not(loom))]
+fn install_process_hooks() -> u32 {
     let mut key: libc::pthread_key_t = 0;
     // SAFETY: plain libc calls with valid arguments; the handlers are `extern "C"`
     // functions that live for the whole process.
@@ -62,14 +90,16 @@ fn set_up_process() -> bool {
     }
     if config::enabled(Setting::StatsAtExit) {
         // SAFETY: registering an `extern "C"` function that lives for the whole process.
-        unsafe { libc::atexit(stats::print_stats_at_exit) };
+        unsafe { libc::atexit(crate::stats::print_stats_at_exit) };
     }
-    if config::enabled(Setting::Verbose) {
-        config::print_settings();
-    }
-    THREAD_KEY.store(key as u32, Ordering::Relaxed);
-    SETUP.store(SET_UP, Ordering::Release);
-    true
+    key as u32
+}
+
+/// Under loom no process hook is installed: every execution sets the process up afresh,
+/// and the models neither fork nor exit.
+#[cfg(loom)]
+fn install_process_hooks() -> u32 {
+    0
 }
 
 extern "C" fn on_thread_exit(_value: *mut libc::c_void) {

@@ -44,6 +44,9 @@ pub(crate) struct SizeClassInfo {
     pub(crate) batch: u16,
     /// Upper bound on the blocks a thread cache keeps for this class.
     pub(crate) max_cached: u16,
+    /// Whole batches the class's central transfer cache parks at most (see
+    /// [`TRANSFER_TARGET_BYTES`]).
+    pub(crate) transfer_batches: u16,
     /// `ceil(2^RECIPROCAL_SHIFT / size)`: `offset * reciprocal >> RECIPROCAL_SHIFT` is
     /// `offset / size` for every offset inside an arena, without a division.
     pub(crate) reciprocal: u64,
@@ -200,6 +203,16 @@ const POOL_TARGET_BYTES: usize = 64 * 1024;
 /// A refill or flush moves about this many bytes (within `1..=MAX_BATCH` blocks).
 const BATCH_TARGET_BYTES: usize = 16 * 1024;
 const MAX_BATCH: usize = 64;
+/// A class's central transfer cache holds whole batches up to about this many bytes (at
+/// least [`MIN_TRANSFER_BATCHES`], at most [`MAX_TRANSFER_BATCHES`]). A count of batches
+/// alone gave a 16-byte class 16 KiB: dropping a 65,536-entry `HashMap` then sent almost
+/// every block back to its pool one by one and the next build took them out again, two
+/// cache misses per block that a parked batch avoids (hashmap build+drop ran 23% behind
+/// mimalloc). Parked batches that nobody takes go back to their pools at the next
+/// trimming pass, so the footprint does not grow.
+const TRANSFER_TARGET_BYTES: usize = 1 << 20;
+const MIN_TRANSFER_BATCHES: usize = 32;
+pub(crate) const MAX_TRANSFER_BATCHES: usize = 1024;
 
 const fn build_info(index: usize) -> SizeClassInfo {
     let size = class_size_by_index(index);
@@ -231,6 +244,13 @@ const fn build_info(index: usize) -> SizeClassInfo {
         batch = 1;
     }
     let max_cached = if batch * 4 > 2 { batch * 4 } else { 2 };
+    let mut transfer_batches = TRANSFER_TARGET_BYTES / (batch * size);
+    if transfer_batches < MIN_TRANSFER_BATCHES {
+        transfer_batches = MIN_TRANSFER_BATCHES;
+    }
+    if transfer_batches > MAX_TRANSFER_BATCHES {
+        transfer_batches = MAX_TRANSFER_BATCHES;
+    }
     SizeClassInfo {
         size: size as u32,
         pool_pages: pages as u8,
@@ -238,6 +258,7 @@ const fn build_info(index: usize) -> SizeClassInfo {
         blocks_per_pool: blocks as u16,
         batch: batch as u16,
         max_cached: max_cached as u16,
+        transfer_batches: transfer_batches as u16,
         reciprocal: (1u64 << RECIPROCAL_SHIFT).div_ceil(size as u64),
     }
 }
@@ -354,6 +375,8 @@ mod tests {
             let natural = 1usize << info.size.trailing_zeros();
             assert_eq!(align * PAGE_SIZE % natural.min(PAGE_SIZE * align), 0);
             assert!(info.batch >= 1 && info.max_cached >= info.batch);
+            let transfer = info.transfer_batches as usize;
+            assert!((MIN_TRANSFER_BATCHES..=MAX_TRANSFER_BATCHES).contains(&transfer));
         }
     }
 }

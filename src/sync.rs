@@ -1,7 +1,21 @@
 //! Synchronisation primitives, the only module that names atomics.
 //!
-//! Under `cfg(loom)` the atomics are loom's, so the concurrency models in `tests/loom*`
-//! explore every interleaving of the code that uses them; otherwise they are `core`'s.
+//! Under `cfg(loom)` the atomics are loom's, so the concurrency models (`loom_models.rs`)
+//! explore the interleavings of the real code that uses them; otherwise they are `core`'s.
+//! What else changes under loom, all of it here or declared through this module:
+//!
+//! - statics holding atomics or locks are declared with [`model_static!`], which makes them
+//!   `loom::lazy_static!`s, built afresh for every execution loom explores;
+//! - thread-locals are loom's (`sync::thread_local!`): loom's threads share one OS thread,
+//!   so a real thread-local would be shared by all of them;
+//! - the [`Mutex`] spins once instead of a hundred times before it sleeps, and a
+//!   [`Futex`] word sleeps on a loom condition variable (checking the word under its
+//!   mutex, as the kernel checks it atomically with going to sleep), so a lost wake-up
+//!   shows as a deadlock; each lock guard holds a tracked access to a loom cell that
+//!   stands for the guarded data, so loom checks that every critical section
+//!   happens-after the previous one (mutual exclusion *and* the acquire/release orderings);
+//! - atomics in memory the allocator maps for itself once per process and never models
+//!   (the chunk map) stay `core`'s: [`unmodelled`].
 //!
 //! [`Mutex`] is a three-state futex lock (the design of Drepper's "Futexes Are Tricky",
 //! also used by Rust's std on Linux). It never allocates, can be a `static`, and can be
@@ -27,30 +41,72 @@ pub(crate) use core::sync::atomic::{
     AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
 };
 
+/// Loom's thread-locals, one per loom thread.
+#[cfg(loom)]
+pub(crate) use loom::thread_local;
+
+/// Atomics that stay `core`'s under loom: they live in memory mapped once per process (the
+/// chunk map's bitmap), which loom cannot re-create per execution, and no model is about
+/// them.
+pub(crate) mod unmodelled {
+    pub(crate) use core::sync::atomic::{AtomicU64, AtomicUsize};
+}
+
+/// Declares a `static` that the loom models can use: a plain `static` normally and, under
+/// `cfg(loom)`, a `loom::lazy_static!` made afresh for every execution (loom's atomics
+/// cannot be built in a constant). `, loom = EXPR` gives the value under loom when the
+/// plain initialiser needs a `const` constructor.
+macro_rules! model_static {
+    (
+        $(#[$attr:meta])* $(pub($vis:ident))? static $name:ident: $ty:ty = $init:expr,
+        loom = $loom:expr;
+    ) => {
+        #[cfg(not(loom))]
+        $(#[$attr])*
+        $(pub($vis))? static $name: $ty = $init;
+        #[cfg(loom)]
+        loom::lazy_static! {
+            $(#[$attr])*
+            $(pub($vis))? static ref $name: $ty = $loom;
+        }
+    };
+    ($(#[$attr:meta])* $(pub($vis:ident))? static $name:ident: $ty:ty = $init:expr;) => {
+        $crate::sync::model_static!(
+            $(#[$attr])* $(pub($vis))? static $name: $ty = $init, loom = $init;
+        );
+    };
+}
+pub(crate) use model_static;
+
 /// A futex-based mutual exclusion lock with no data of its own (the data it guards lives
 /// beside it in an `UnsafeCell`, see each user).
 pub(crate) struct Mutex {
-    state: AtomicU32,
+    state: Futex,
+    /// Stands for the data the lock guards: every guard holds a tracked mutable access.
+    #[cfg(loom)]
+    guarded: loom::cell::UnsafeCell<()>,
 }
 
 const UNLOCKED: u32 = 0;
 const LOCKED: u32 = 1;
 const CONTENDED: u32 = 2;
-/// Attempts to take a busy lock by spinning before going to sleep.
-const SPIN_LIMIT: u32 = 100;
+/// Attempts to take a busy lock by spinning before going to sleep (one under loom, where
+/// every attempt multiplies the interleavings to explore).
+const SPIN_LIMIT: u32 = if cfg!(loom) { 1 } else { 100 };
 
 impl Mutex {
     #[cfg(not(loom))]
     pub(crate) const fn new() -> Mutex {
         Mutex {
-            state: AtomicU32::new(UNLOCKED),
+            state: Futex::new(UNLOCKED),
         }
     }
 
     #[cfg(loom)]
     pub(crate) fn new() -> Mutex {
         Mutex {
-            state: AtomicU32::new(UNLOCKED),
+            state: Futex::new(UNLOCKED),
+            guarded: loom::cell::UnsafeCell::new(()),
         }
     }
 
@@ -58,16 +114,27 @@ impl Mutex {
     #[inline]
     pub(crate) fn lock(&self) -> MutexGuard<'_> {
         self.raw_lock();
-        MutexGuard { mutex: self }
+        self.guard()
     }
 
     /// Takes the lock if it is free.
     #[inline]
     pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_>> {
         self.state
+            .word
             .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
-            .then_some(MutexGuard { mutex: self })
+            .then(|| self.guard())
+    }
+
+    /// The guard of a lock just taken.
+    #[inline]
+    fn guard(&self) -> MutexGuard<'_> {
+        MutexGuard {
+            mutex: self,
+            #[cfg(loom)]
+            access: Some(self.guarded.get_mut()),
+        }
     }
 
     /// Takes the lock without a guard; pair with [`Mutex::raw_unlock`]. Used by the fork
@@ -76,6 +143,7 @@ impl Mutex {
     pub(crate) fn raw_lock(&self) {
         if self
             .state
+            .word
             .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
@@ -86,11 +154,11 @@ impl Mutex {
     #[cold]
     #[inline(never)]
     fn lock_contended(&self) {
+        let word = &self.state.word;
         let mut spins = 0;
         while spins < SPIN_LIMIT {
-            if self.state.load(Ordering::Relaxed) == UNLOCKED
-                && self
-                    .state
+            if word.load(Ordering::Relaxed) == UNLOCKED
+                && word
                     .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
             {
@@ -99,34 +167,39 @@ impl Mutex {
             core::hint::spin_loop();
             spins += 1;
         }
-        while self.state.swap(CONTENDED, Ordering::Acquire) != UNLOCKED {
-            futex_wait(&self.state, CONTENDED);
+        while word.swap(CONTENDED, Ordering::Acquire) != UNLOCKED {
+            self.state.wait(CONTENDED, None);
         }
     }
 
     /// Releases a lock taken with [`Mutex::raw_lock`].
     #[inline]
     pub(crate) fn raw_unlock(&self) {
-        if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
-            futex_wake_one(&self.state);
+        if self.state.word.swap(UNLOCKED, Ordering::Release) == CONTENDED {
+            self.state.wake_one();
         }
     }
 
     /// Makes the lock free again without waking anybody: only for a forked child, where
     /// the threads that could hold or wait on it no longer exist.
     pub(crate) fn reset_in_child(&self) {
-        self.state.store(UNLOCKED, Ordering::Relaxed);
+        self.state.word.store(UNLOCKED, Ordering::Relaxed);
     }
 }
 
 /// Holds a [`Mutex`] until dropped.
 pub(crate) struct MutexGuard<'a> {
     mutex: &'a Mutex,
+    /// The tracked access to the guarded data, ended just before the lock is released.
+    #[cfg(loom)]
+    access: Option<loom::cell::MutPtr<()>>,
 }
 
 impl Drop for MutexGuard<'_> {
     #[inline]
     fn drop(&mut self) {
+        #[cfg(loom)]
+        drop(self.access.take());
         self.mutex.raw_unlock();
     }
 }
@@ -141,13 +214,14 @@ impl Drop for MutexGuard<'_> {
 /// | 1     | notified since the sleeper last looked    |
 /// | 2     | sleeper asleep in `futex`, not notified   |
 pub(crate) struct Event {
-    word: AtomicU32,
+    word: Futex,
 }
 
-/// Notified when memory becomes free and idle (a pool's pages go back to their arena, a
-/// large mapping goes into the cache); the background trimmer sleeps on it.
-#[cfg(not(loom))]
-pub(crate) static MEMORY_FREED: Event = Event::new();
+model_static! {
+    /// Notified when memory becomes free and idle (a pool's pages go back to their arena, a
+    /// large mapping goes into the cache); the background trimmer sleeps on it.
+    pub(crate) static MEMORY_FREED: Event = Event::new();
+}
 
 const EVENT_IDLE: u32 = 0;
 const EVENT_NOTIFIED: u32 = 1;
@@ -157,18 +231,25 @@ impl Event {
     #[cfg(not(loom))]
     pub(crate) const fn new() -> Event {
         Event {
-            word: AtomicU32::new(EVENT_IDLE),
+            word: Futex::new(EVENT_IDLE),
+        }
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn new() -> Event {
+        Event {
+            word: Futex::new(EVENT_IDLE),
         }
     }
 
     /// Reports something to the sleeper, waking it if it sleeps.
     #[inline]
     pub(crate) fn notify(&self) {
-        if self.word.load(Ordering::Relaxed) == EVENT_NOTIFIED {
+        if self.word.word.load(Ordering::Relaxed) == EVENT_NOTIFIED {
             return;
         }
-        if self.word.swap(EVENT_NOTIFIED, Ordering::Release) == EVENT_SLEEPING {
-            futex_wake_one(&self.word);
+        if self.word.word.swap(EVENT_NOTIFIED, Ordering::Release) == EVENT_SLEEPING {
+            self.word.wake_one();
         }
     }
 
@@ -176,6 +257,7 @@ impl Event {
     /// a notification came.
     pub(crate) fn wait_ms(&self, ms: u32) -> bool {
         if self
+            .word
             .word
             .compare_exchange(
                 EVENT_IDLE,
@@ -185,64 +267,94 @@ impl Event {
             )
             .is_ok()
         {
-            futex_wait_ms(&self.word, EVENT_SLEEPING, Some(ms));
+            self.word.wait(EVENT_SLEEPING, Some(ms));
         }
-        self.word.swap(EVENT_IDLE, Ordering::Acquire) == EVENT_NOTIFIED
+        self.word.word.swap(EVENT_IDLE, Ordering::Acquire) == EVENT_NOTIFIED
     }
 }
 
-#[cfg(not(loom))]
-fn futex_wait(word: &AtomicU32, expected: u32) {
-    futex_wait_ms(word, expected, None);
+/// A 32-bit atomic word threads can sleep on until it changes: Linux's futex. Under loom
+/// the sleepers wait on a loom condition variable instead of in the kernel.
+struct Futex {
+    word: AtomicU32,
+    /// Under loom: held while checking the word before sleeping and while waking, as the
+    /// kernel's futex bucket lock is.
+    #[cfg(loom)]
+    sleepers: loom::sync::Mutex<()>,
+    #[cfg(loom)]
+    wake_up: loom::sync::Condvar,
 }
 
-/// Sleeps while `*word == expected`, for at most `timeout_ms` when given.
-#[cfg(not(loom))]
-fn futex_wait_ms(word: &AtomicU32, expected: u32, timeout_ms: Option<u32>) {
-    let timeout = timeout_ms.map(|ms| libc::timespec {
-        tv_sec: (ms / 1000) as libc::time_t,
-        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
-    });
-    let timeout_ptr = match &timeout {
-        Some(t) => t as *const libc::timespec,
-        None => core::ptr::null(),
-    };
-    // SAFETY: FUTEX_WAIT reads the aligned u32 behind `word`, which lives as long as the
-    // call, and the relative timeout we own; a spurious or interrupted return is fine, the
-    // caller re-checks the state.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            expected,
-            timeout_ptr,
-        );
+impl Futex {
+    #[cfg(not(loom))]
+    const fn new(value: u32) -> Futex {
+        Futex {
+            word: AtomicU32::new(value),
+        }
+    }
+
+    #[cfg(loom)]
+    fn new(value: u32) -> Futex {
+        Futex {
+            word: AtomicU32::new(value),
+            sleepers: loom::sync::Mutex::new(()),
+            wake_up: loom::sync::Condvar::new(),
+        }
+    }
+
+    /// Sleeps while the word is `expected`, for at most `timeout_ms` when given. May return
+    /// early (interrupted, spuriously woken): callers re-check the word.
+    #[cfg(not(loom))]
+    fn wait(&self, expected: u32, timeout_ms: Option<u32>) {
+        let timeout = timeout_ms.map(|ms| libc::timespec {
+            tv_sec: (ms / 1000) as libc::time_t,
+            tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+        });
+        let timeout_ptr = match &timeout {
+            Some(t) => t as *const libc::timespec,
+            None => core::ptr::null(),
+        };
+        // SAFETY: FUTEX_WAIT reads the aligned u32 behind `word`, which lives as long as
+        // the call, and the relative timeout we own; a spurious or interrupted return is
+        // fine, the caller re-checks the state.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                self.word.as_ptr(),
+                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                expected,
+                timeout_ptr,
+            );
+        }
+    }
+
+    /// Under loom: sleeps until woken if the word is `expected`. A time-out is not
+    /// modelled: a sleeper nobody wakes is a deadlock loom reports.
+    #[cfg(loom)]
+    fn wait(&self, expected: u32, _timeout_ms: Option<u32>) {
+        let sleepers = self.sleepers.lock().unwrap();
+        if self.word.load(Ordering::Relaxed) == expected {
+            drop(self.wake_up.wait(sleepers).unwrap());
+        }
+    }
+
+    /// Wakes one thread sleeping on the word, if any.
+    #[cfg(not(loom))]
+    fn wake_one(&self) {
+        // SAFETY: FUTEX_WAKE only uses the address of the word as a key.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                self.word.as_ptr(),
+                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                1,
+            );
+        }
+    }
+
+    #[cfg(loom)]
+    fn wake_one(&self) {
+        let _sleepers = self.sleepers.lock().unwrap();
+        self.wake_up.notify_one();
     }
 }
-
-#[cfg(not(loom))]
-fn futex_wake_one(word: &AtomicU32) {
-    // SAFETY: FUTEX_WAKE only uses the address of `word` as a key.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            1,
-        );
-    }
-}
-
-#[cfg(loom)]
-fn futex_wait(_word: &AtomicU32, _expected: u32) {
-    loom::thread::yield_now();
-}
-
-#[cfg(loom)]
-fn futex_wait_ms(_word: &AtomicU32, _expected: u32, _timeout_ms: Option<u32>) {
-    loom::thread::yield_now();
-}
-
-#[cfg(loom)]
-fn futex_wake_one(_word: &AtomicU32) {}

@@ -38,13 +38,15 @@ use crate::block::{Batch, Block};
 use crate::central;
 use crate::config::{self, Setting};
 use crate::size_class::{SizeClass, NUM_CLASSES};
-use crate::sync::{AtomicU32, Mutex, Ordering};
+use crate::sync::{model_static, AtomicU32, Mutex, Ordering, MEMORY_FREED};
 use crate::{lifecycle, tls};
 use core::cell::UnsafeCell;
 use core::ptr;
 
-/// Advanced by every trimming pass; caches that see it change give back idle blocks.
-static GC_EPOCH: AtomicU32 = AtomicU32::new(0);
+model_static! {
+    /// Advanced by every trimming pass; caches that see it change give back idle blocks.
+    static GC_EPOCH: AtomicU32 = AtomicU32::new(0);
+}
 
 /// The registry of active caches: a doubly linked list through `ThreadCache::prev/next`.
 struct Registry {
@@ -55,10 +57,12 @@ struct Registry {
 // SAFETY: `head` and the links of registered caches are only touched with `lock` held.
 unsafe impl Sync for Registry {}
 
-static REGISTRY: Registry = Registry {
-    lock: Mutex::new(),
-    head: UnsafeCell::new(ptr::null_mut()),
-};
+model_static! {
+    static REGISTRY: Registry = Registry {
+        lock: Mutex::new(),
+        head: UnsafeCell::new(ptr::null_mut()),
+    };
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -99,9 +103,33 @@ const _: () = assert!(core::mem::align_of::<ThreadCache>() <= 64);
 
 /// This thread's cache. Callers touch it through the raw pointer only and never keep a
 /// reference across a call that could re-enter the allocator.
+#[cfg(not(loom))]
 #[inline(always)]
 fn this_thread() -> *mut ThreadCache {
     tls::this_thread_block() as *mut ThreadCache
+}
+
+/// This loom thread's cache: a loom thread-local (loom's threads share one OS thread, and
+/// so the TLS block), built as the TLS block would be but with loom's atomics made.
+#[cfg(loom)]
+fn this_thread() -> *mut ThreadCache {
+    crate::sync::thread_local! {
+        static CACHE: UnsafeCell<ThreadCache> = UnsafeCell::new(ThreadCache {
+            bins: core::array::from_fn(|_| Bin {
+                head: ptr::null_mut(),
+                count: AtomicU32::new(0),
+                limit: 0,
+                went_empty: false,
+            }),
+            state: State::Unset,
+            limit_bytes: 0,
+            byte_budget: 0,
+            seen_epoch: 0,
+            prev: ptr::null_mut(),
+            next: ptr::null_mut(),
+        });
+    }
+    CACHE.with(|cache| cache.get())
 }
 
 /// The bin of `class` in `cache`.
@@ -298,6 +326,26 @@ pub(crate) fn cached_blocks(class: SizeClass) -> usize {
     total
 }
 
+/// For the loom models: the number of registered caches, after checking that the registry's
+/// links agree in both directions.
+#[cfg(all(test, loom))]
+pub(crate) fn registered_caches() -> usize {
+    let _guard = REGISTRY.lock.lock();
+    let mut count = 0;
+    let mut prev: *mut ThreadCache = ptr::null_mut();
+    // SAFETY: we hold the registry lock, so every listed cache is alive.
+    unsafe {
+        let mut cache = *REGISTRY.head.get();
+        while !cache.is_null() {
+            assert_eq!((*cache).prev, prev, "registry links of {cache:p}");
+            count += 1;
+            prev = cache;
+            cache = (*cache).next;
+        }
+    }
+    count
+}
+
 /// Grows the limit of `class` by a batch after a miss, within `max_cached` and the budget.
 ///
 /// # Safety
@@ -442,6 +490,9 @@ pub(crate) fn tear_down_this_thread() {
             central::flush(class, list);
         }
     }
+    // The flushed batches sit in the transfer caches, where a sleeping trimmer would not
+    // see them: wake it, so what an exited thread held goes back to the OS.
+    MEMORY_FREED.notify();
 }
 
 /// One block of `class` straight from the central list.

@@ -16,6 +16,8 @@
 //!
 //! The block starts zeroed in every thread, so whatever lives there must be valid as all
 //! zero bytes (see `ThreadCache`). Elsewhere, a `thread_local!` of the same size is used.
+//! Under loom, whose threads share one OS thread, the cache is a loom thread-local instead
+//! (see `thread_cache.rs`).
 
 /// Bytes reserved for the thread cache (checked against its size at compile time by the
 /// user, `thread_cache.rs`).
@@ -35,7 +37,7 @@ core::arch::global_asm!(
 );
 
 /// This thread's zero-initialised block of [`BLOCK_BYTES`], 64-byte aligned.
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[cfg(all(target_arch = "x86_64", target_os = "linux", not(loom)))]
 #[inline(always)]
 pub(crate) fn this_thread_block() -> *mut u8 {
     let block: *mut u8;
@@ -63,7 +65,7 @@ std::thread_local! {
 }
 
 /// This thread's zero-initialised block of [`BLOCK_BYTES`], 64-byte aligned.
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+#[cfg(all(not(all(target_arch = "x86_64", target_os = "linux")), not(loom)))]
 #[inline(always)]
 pub(crate) fn this_thread_block() -> *mut u8 {
     BLOCK.with(|block| block.0.get() as *mut u8)

@@ -23,7 +23,7 @@
 
 use crate::config::{self, Setting};
 use crate::size_class::{SizeClass, NUM_CLASSES};
-use crate::sync::{AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering, MEMORY_FREED};
+use crate::sync::{model_static, AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering, MEMORY_FREED};
 use crate::{arena, central, large, os, thread_cache};
 use core::cell::Cell;
 
@@ -34,14 +34,26 @@ const RUNNING: u32 = 2;
 /// It could not be started; the ticker takes over until the next fork.
 const FAILED: u32 = 3;
 
-static BACKGROUND: AtomicU32 = AtomicU32::new(NOT_STARTED);
-/// Whether starting the background thread is safe. In the preloaded C library it is not
-/// until the library's constructor has run (the dynamic loader may still be at work).
-static BACKGROUND_ALLOWED: AtomicBool = AtomicBool::new(!cfg!(feature = "preload"));
-static PASS_LOCK: Mutex = Mutex::new();
-static LAST_PASS_MS: AtomicU32 = AtomicU32::new(0);
-static PASSES: AtomicU64 = AtomicU64::new(0);
-static RELEASED_BYTES: AtomicU64 = AtomicU64::new(0);
+model_static! {
+    static BACKGROUND: AtomicU32 = AtomicU32::new(NOT_STARTED);
+}
+model_static! {
+    /// Whether starting the background thread is safe. In the preloaded C library it is not
+    /// until the library's constructor has run (the dynamic loader may still be at work).
+    static BACKGROUND_ALLOWED: AtomicBool = AtomicBool::new(!cfg!(feature = "preload"));
+}
+model_static! {
+    static PASS_LOCK: Mutex = Mutex::new();
+}
+model_static! {
+    static LAST_PASS_MS: AtomicU32 = AtomicU32::new(0);
+}
+model_static! {
+    static PASSES: AtomicU64 = AtomicU64::new(0);
+}
+model_static! {
+    static RELEASED_BYTES: AtomicU64 = AtomicU64::new(0);
+}
 
 /// Slow-path operations between two looks at the clock.
 const TICKS_PER_CHECK: u32 = 64;
@@ -50,8 +62,13 @@ const IDLE_SLEEP_MS: u32 = 10_000;
 /// Stack of the background thread: the pass needs little.
 const BACKGROUND_STACK_BYTES: usize = 256 << 10;
 
-thread_local! {
+#[cfg(not(loom))]
+std::thread_local! {
     static TICKS: Cell<u32> = const { Cell::new(0) };
+}
+#[cfg(loom)]
+crate::sync::thread_local! {
+    static TICKS: Cell<u32> = Cell::new(0);
 }
 
 /// Called by the allocation slow paths, with no lock held: starts the background thread
@@ -97,7 +114,7 @@ pub(crate) fn allow_background_thread() {
 pub(crate) fn trim_now() -> usize {
     thread_cache::flush_this_thread();
     let _guard = PASS_LOCK.lock();
-    run_pass(os::now_ms(), true)
+    run_pass(os::now_ms(), true).released
 }
 
 /// Passes so far and bytes they gave back.
@@ -109,12 +126,13 @@ pub(crate) fn totals() -> (u64, u64) {
 }
 
 /// One pass; the caller holds `PASS_LOCK`. `everything`: ignore decay and idleness.
-fn run_pass(now: u32, everything: bool) -> usize {
+fn run_pass(now: u32, everything: bool) -> Pass {
     LAST_PASS_MS.store(now, Ordering::Relaxed);
     thread_cache::ask_for_idle_blocks();
+    let mut batches_parked = false;
     for index in 0..NUM_CLASSES {
         if let Some(class) = SizeClass::from_index(index) {
-            central::trim(class, everything);
+            batches_parked |= central::trim(class, everything);
         }
     }
     let decay = if everything {
@@ -126,7 +144,19 @@ fn run_pass(now: u32, everything: bool) -> usize {
     let released = arena::trim(now, decay, retained, config::purge()) + large::trim(now, decay);
     PASSES.fetch_add(1, Ordering::Relaxed);
     RELEASED_BYTES.fetch_add(released as u64, Ordering::Relaxed);
-    released
+    Pass {
+        released,
+        batches_parked,
+    }
+}
+
+/// What one pass did and left.
+struct Pass {
+    /// Bytes given back to the OS.
+    released: usize,
+    /// Whether transfer caches still hold batches, which a later pass may return to
+    /// their pools (and so free their pages).
+    batches_parked: bool,
 }
 
 /// Starts the background thread; false if it could not be started (the ticker then runs
@@ -160,20 +190,20 @@ extern "C" fn background_main(_arg: *mut libc::c_void) -> *mut libc::c_void {
         libc::pthread_setname_np(libc::pthread_self(), c"ebbmalloc-trim".as_ptr());
     }
     while config::enabled(Setting::BackgroundThread) {
-        let released = {
+        let pass = {
             let _guard = PASS_LOCK.lock();
             run_pass(os::now_ms(), false)
         };
-        if released > 0 && config::enabled(Setting::Verbose) {
+        if pass.released > 0 && config::enabled(Setting::Verbose) {
             crate::stats::print_line(format_args!(
                 "ebbmalloc: background pass released {} KiB\n",
-                released >> 10
+                pass.released >> 10
             ));
         }
-        // With resident free memory, come back after an interval (frees in the meantime
-        // do not wake us: their pages are younger than the decay anyway); otherwise sleep
-        // until memory is freed.
-        if arena::has_dirty_pages() || large::mapped_bytes().1 > 0 {
+        // With resident free memory, or batches parked that may turn into it, come back
+        // after an interval (frees in the meantime do not wake us: their pages are
+        // younger than the decay anyway); otherwise sleep until memory is freed.
+        if pass.batches_parked || arena::has_dirty_pages() || large::mapped_bytes().1 > 0 {
             os::sleep_ms(config::get(Setting::TrimIntervalMs) as u32);
         } else {
             MEMORY_FREED.wait_ms(IDLE_SLEEP_MS);

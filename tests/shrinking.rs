@@ -261,6 +261,49 @@ fn a_parked_thread_keeps_at_most_its_cache_budget() {
     parked.join().unwrap();
 }
 
+/// Threads that freed what they allocated, stayed parked until the trimmer had nothing
+/// left to do, and then exited: their caches go to the central transfer caches at exit,
+/// and the background thread must come for them by itself (it once slept through them,
+/// keeping the exited threads' blocks resident until something else was freed).
+#[test]
+fn exited_threads_memory_returns_without_a_call() {
+    if in_child("exited_threads_memory_returns_without_a_call", &[]).is_some() {
+        return;
+    }
+    const THREADS: usize = 4;
+    let baseline = rss_mib();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(THREADS + 1));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let barrier = std::sync::Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                let blocks: Vec<Box<[u8]>> = (0..(16 << 20) / 128)
+                    .map(|i| vec![t as u8; 16 + i % 240].into_boxed_slice())
+                    .collect();
+                assert!(blocks.iter().all(|b| b.iter().all(|&x| x == t as u8)));
+                drop(blocks);
+                barrier.wait(); // freed
+                barrier.wait(); // told to exit
+            })
+        })
+        .collect();
+    barrier.wait();
+    // Long enough for the trimmer to release what it can see and go to sleep.
+    std::thread::sleep(Duration::from_millis(1500));
+    let parked = rss_mib();
+    barrier.wait();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let after = wait_for_rss_below(baseline + 3.0, Duration::from_secs(2));
+    assert!(
+        after <= baseline + 3.0,
+        "exited threads left {:.1} MiB resident 2 s after they exited \
+         (baseline {baseline:.1}, {parked:.1} while parked)",
+        after - baseline
+    );
+}
+
 #[test]
 fn a_forked_child_keeps_trimming() {
     if in_child("a_forked_child_keeps_trimming", &[]).is_some() {

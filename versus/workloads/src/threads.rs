@@ -123,6 +123,10 @@ pub fn run_idle(scale: Scale, seed: u64) -> Vec<Metric> {
         h.join().expect("idle thread");
     }
     metrics.push(Metric::rss_time("threads exited", rss::current_kib()));
+    // What exited threads left behind once an allocator had time to act on it (ebbmalloc
+    // keeps freed pages for its decay time before it releases them).
+    std::thread::sleep(Duration::from_millis(scale.pick(1000, 1000, 20)));
+    metrics.push(Metric::rss_time("threads exited +1 s", rss::current_kib()));
     metrics.push(Metric::rss("peak", rss::peak_kib()));
     metrics
 }
@@ -148,6 +152,7 @@ mod tests {
                 "freed +1 s",
                 "freed +3 s",
                 "threads exited",
+                "threads exited +1 s",
                 "peak"
             ]
         );

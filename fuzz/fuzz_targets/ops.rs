@@ -1,0 +1,4 @@
+//! Fuzz target `ops`: libFuzzer's inputs to `ebbmalloc_fuzz_logic::run_ops`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ebbmalloc_fuzz_logic::run_ops(data));
