@@ -242,7 +242,12 @@ part_stress() {
     binary=$(CARGO_TARGET_DIR=$VALGRIND_DIR cargo build --release -p ebbmalloc-stress \
         --features ebbmalloc/valgrind --message-format=json |
         sed -n 's/.*"executable":"\([^"]*\/stress\)".*/\1/p' | tail -n 1)
-    if "${MEMCHECK[@]}" "$binary" --seconds "$STRESS_SECONDS" --threads 4 >"$log" 2>&1; then
+    # Leaks do not count here: the program's fork children exit holding blocks that
+    # belonged to threads which do not exist in them, which memcheck rightly calls lost
+    # (the proof part checks leak reports instead). Every other error fails the run.
+    if valgrind --tool=memcheck --error-exitcode=1 --leak-check=summary \
+        --errors-for-leak-kinds=none "$binary" --seconds "$STRESS_SECONDS" --threads 4 \
+        >"$log" 2>&1; then
         echo "ok: stress under memcheck: $(grep -v '^==' "$log" | tail -n 3 | tr '\n' ' ')"
     else
         tail -n 30 "$log"
