@@ -140,7 +140,7 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
             // the program.
             let ptr = unsafe {
                 let ptr = set_up(base, offset, cached_len);
-                sanitizer::handed_out(ptr, cached_len - offset - TAIL_GUARD, false);
+                sanitizer::handed_out(ptr, block_bytes(cached_len, offset), false);
                 ptr
             };
             if zeroed {
@@ -172,7 +172,7 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     }
     MAPPED_BYTES.fetch_add(map_len, Ordering::Relaxed);
     // SAFETY: the block of a fresh mapping goes to the program; fresh pages read as zero.
-    unsafe { sanitizer::handed_out(ptr, map_len - offset - TAIL_GUARD, true) };
+    unsafe { sanitizer::handed_out(ptr, block_bytes(map_len, offset), true) };
     ptr
 }
 
@@ -188,7 +188,7 @@ pub(crate) unsafe fn free(ptr: *mut u8) {
     };
     let offset = ptr as usize - base as usize;
     // SAFETY: the caller hands the block back, with every byte up to its mapping's end.
-    unsafe { sanitizer::taken_back(ptr, map_len - offset - TAIL_GUARD) };
+    unsafe { sanitizer::taken_back(ptr, block_bytes(map_len, offset)) };
     if offset == MIN_OFFSET && map_len <= CACHE_MAX_MAP_BYTES {
         // SAFETY: the header is ours; marking it freed makes a second free detectable.
         unsafe { (*header).magic = FREED_MAGIC };
@@ -227,8 +227,8 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
         if new_len > old_len && offset == MIN_OFFSET && new_len <= CACHE_MAX_MAP_BYTES {
             if let Some((cached, cached_len)) = take_cached(new_len) {
                 let moved = set_up(cached, offset, cached_len);
-                sanitizer::handed_out(moved, cached_len - offset - TAIL_GUARD, false);
-                ptr::copy_nonoverlapping(ptr, moved, old_len - offset - TAIL_GUARD);
+                sanitizer::handed_out(moved, block_bytes(cached_len, offset), false);
+                ptr::copy_nonoverlapping(ptr, moved, block_bytes(old_len, offset));
                 free(ptr);
                 return moved;
             }
@@ -259,8 +259,8 @@ unsafe fn resize_mapping(
             account_resize(old_len, new_len);
             sanitizer::resized(
                 ptr,
-                old_len - offset - TAIL_GUARD,
-                new_len - offset - TAIL_GUARD,
+                block_bytes(old_len, offset),
+                block_bytes(new_len, offset),
             );
             return ptr;
         }
@@ -280,9 +280,9 @@ unsafe fn resize_mapping(
         account_resize(old_len, new_len);
         sanitizer::moved(
             ptr,
-            old_len - offset - TAIL_GUARD,
+            block_bytes(old_len, offset),
             new_ptr,
-            new_len - offset - TAIL_GUARD,
+            block_bytes(new_len, offset),
         );
         new_ptr
     }
@@ -303,7 +303,7 @@ unsafe fn resize_mapping(
     // SAFETY: by the caller's promise.
     unsafe {
         let offset = ptr as usize - (*header).base as usize;
-        let usable = (*header).map_len - offset - TAIL_GUARD;
+        let usable = block_bytes((*header).map_len, offset);
         // `offset` is the block's alignment or more, so the new block is aligned as well.
         let moved = alloc(new_size, offset, false);
         if !moved.is_null() {
@@ -454,6 +454,12 @@ unsafe fn set_guards(base: *mut u8, ptr: *mut u8, map_len: usize) -> bool {
 }
 
 /// Alignment of a mapping's base for a block at `offset` (a power of two >= a page).
+/// The bytes a block at `offset` in a mapping of `map_len` bytes may use: up to the tail
+/// guard page (hardened) or the mapping's end.
+fn block_bytes(map_len: usize, offset: usize) -> usize {
+    map_len - offset - TAIL_GUARD
+}
+
 fn base_align(offset: usize) -> usize {
     offset.max(ARENA_SIZE)
 }
@@ -510,7 +516,7 @@ pub(crate) unsafe fn usable_size(ptr: *mut u8) -> usize {
     // SAFETY: by the caller's promise the header is ours.
     unsafe {
         let header = header_of(ptr);
-        (*header).base as usize + (*header).map_len - TAIL_GUARD - ptr as usize
+        block_bytes((*header).map_len, ptr as usize - (*header).base as usize)
     }
 }
 
