@@ -318,8 +318,7 @@ impl Futex {
         // the call, and the relative timeout we own; a spurious or interrupted return is
         // fine, the caller re-checks the state.
         unsafe {
-            libc::syscall(
-                libc::SYS_futex,
+            futex_preserving_errno(
                 self.word.as_ptr(),
                 libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
                 expected,
@@ -343,11 +342,11 @@ impl Futex {
     fn wake_one(&self) {
         // SAFETY: FUTEX_WAKE only uses the address of the word as a key.
         unsafe {
-            libc::syscall(
-                libc::SYS_futex,
+            futex_preserving_errno(
                 self.word.as_ptr(),
                 libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
                 1,
+                core::ptr::null(),
             );
         }
     }
@@ -356,5 +355,29 @@ impl Futex {
     fn wake_one(&self) {
         let _sleepers = self.sleepers.lock().unwrap();
         self.wake_up.notify_one();
+    }
+}
+
+/// The futex system call, leaving the caller's `errno` as it was. A contended lock's
+/// FUTEX_WAIT fails with EAGAIN when the word changed first, or ETIMEDOUT, EINTR: none of
+/// that may show through a `malloc` that succeeded (the fuzz target `capi` caught a
+/// `posix_memalign` returning 0 with errno changed to EAGAIN under contention).
+///
+/// # Safety
+/// As `futex(2)` for `op` on the aligned word `word`, with `timeout` null or valid.
+#[cfg(not(loom))]
+unsafe fn futex_preserving_errno(
+    word: *mut u32,
+    op: libc::c_int,
+    value: u32,
+    timeout: *const libc::timespec,
+) {
+    // SAFETY: `__errno_location` is this thread's errno, valid for the thread's life; the
+    // system call's contract is the caller's.
+    unsafe {
+        let errno = libc::__errno_location();
+        let saved = *errno;
+        libc::syscall(libc::SYS_futex, word, op, value, timeout);
+        *errno = saved;
     }
 }
