@@ -467,11 +467,21 @@ unsafe fn expired_pages(arena: *mut Arena, now_ms: u32, decay_ms: u32) -> u64 {
     while dirty != 0 {
         let page = dirty.trailing_zeros() as usize;
         dirty &= dirty - 1;
-        if now_ms.wrapping_sub(freed_at[page]) >= decay_ms {
+        if has_decayed(now_ms, freed_at[page], decay_ms) {
             expired |= 1 << page;
         }
     }
     expired
+}
+
+/// Whether a page freed at `freed_at_ms` has stayed free for `decay_ms` at `now_ms`.
+///
+/// A pass reads the clock once, before it starts, and a pool released since then stamps
+/// its pages later than `now_ms`: such a page has a negative age (the wrapping difference
+/// read signed), not one of 49 days.
+fn has_decayed(now_ms: u32, freed_at_ms: u32, decay_ms: u32) -> bool {
+    let age_ms = now_ms.wrapping_sub(freed_at_ms) as i32;
+    age_ms >= 0 && age_ms as u32 >= decay_ms
 }
 
 /// Gives the pages in `pages` (free and dirty) back to the OS, run by run; returns how many.
@@ -636,6 +646,9 @@ impl ArenaLists {
         // The first link of a free list is written in a pool of the first arena.
         #[cfg(feature = "hardened")]
         crate::hardened::seed();
+        // Every block is freed with the same mark: draw it before the first block exists.
+        #[cfg(not(feature = "hardened"))]
+        crate::block::free_mark();
         if self.reserve_left == 0 {
             let size = ARENAS_PER_RESERVATION * ARENA_SIZE;
             let start = os::reserve_aligned(size, ARENA_SIZE);
@@ -827,6 +840,17 @@ fn find_free_run(free_pages: u64, pages: usize, align: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_freed_after_the_pass_read_the_clock_are_not_expired() {
+        // Regression: a page stamped 5 ms after the pass's `now` looked 49 days old.
+        assert!(!super::has_decayed(1_000, 1_005, 200));
+        assert!(!super::has_decayed(1_000, 900, 200));
+        assert!(super::has_decayed(1_000, 800, 200));
+        // Across the clock's wrap.
+        assert!(super::has_decayed(100, u32::MAX - 199, 200));
+        assert!(!super::has_decayed(u32::MAX - 5, 10, 200));
+    }
 
     #[test]
     fn free_runs_respect_alignment_and_the_header() {

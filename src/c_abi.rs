@@ -170,11 +170,8 @@ pub unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
         Some(owner) => owner,
     };
     if let Owner::Class(class) = owner {
-        #[cfg(feature = "hardened")]
-        {
-            // SAFETY: `owner_of` found a block in a live pool.
-            unsafe { crate::hardened::check_live(block, "realloc(): double free of") };
-        }
+        // SAFETY: `owner_of` found a block in a live pool.
+        unsafe { front::check_not_freed(block) };
         if SizeClass::for_layout(size, default_align(size)) == Some(class) {
             return ptr;
         }

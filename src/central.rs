@@ -131,27 +131,44 @@ pub(crate) fn refill(class: SizeClass, want: u32) -> Batch {
     out
 }
 
-/// Hands a batch of free blocks of `class` back: parked whole in the transfer cache while
-/// it has room, otherwise returned block by block to the pools.
+/// Hands a list of free blocks of `class` back: parked in the transfer cache in batches of
+/// at most the class's batch while it has room, the rest returned block by block to the
+/// pools. (A thread cache's whole bin, flushed at exit or when idle, can be several
+/// batches long; parking it as one would carry the transfer cache past its bound, and hand
+/// a refill more than a bin may hold.)
 ///
 /// # Safety
 /// Every block of `batch` is a block of `class` that is out of its pool and unused.
-pub(crate) unsafe fn flush(class: SizeClass, batch: Batch) {
+pub(crate) unsafe fn flush(class: SizeClass, mut batch: Batch) {
     if batch.count == 0 {
         return;
     }
+    let batch_len = class.info().batch as u32;
     let central = central(class);
     let _guard = central.lock.lock();
     // SAFETY: we hold the class lock.
     let lists = unsafe { &mut *central.lists.get() };
-    if lists.transfer_len < class.info().transfer_batches as usize {
-        lists.transfer[lists.transfer_len] = batch;
+    while batch.count > 0 && lists.transfer_len < class.info().transfer_batches as usize {
+        // SAFETY: the list's count is its length and its blocks are of `class` (caller).
+        let front = unsafe { batch.split_front(batch_len, class) };
+        lists.transfer[lists.transfer_len] = front;
         lists.transfer_len += 1;
-        lists.transfer_blocks += batch.count as usize;
-        return;
+        lists.transfer_blocks += front.count as usize;
     }
     // SAFETY: we hold the class lock; the caller vouches for the blocks.
     unsafe { lists.return_to_pools(class, batch) };
+}
+
+/// Returns a list of free blocks of `class` straight to their pools, bypassing the transfer
+/// cache (for threads without a cache, whose frees come one block at a time).
+///
+/// # Safety
+/// As [`flush`].
+pub(crate) unsafe fn return_to_pools(class: SizeClass, batch: Batch) {
+    let central = central(class);
+    let _guard = central.lock.lock();
+    // SAFETY: we hold the class lock; the caller vouches for the blocks.
+    unsafe { (*central.lists.get()).return_to_pools(class, batch) };
 }
 
 /// Returns to their pools the parked batches of `class` that nobody took since the last

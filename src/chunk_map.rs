@@ -33,25 +33,15 @@ fn words() -> *const AtomicU64 {
 
 #[cold]
 fn map_words() -> *const AtomicU64 {
-    // SAFETY: a private anonymous mapping of fresh zero pages; nothing else refers to it.
-    let fresh = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            MAP_BYTES,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if fresh == libc::MAP_FAILED {
+    let fresh = crate::os::reserve_sparse(MAP_BYTES);
+    if fresh.is_null() {
         return ptr::null();
     }
     match MAP.compare_exchange(0, fresh as usize, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => fresh as *const AtomicU64,
         Err(winner) => {
             // SAFETY: our mapping lost the race and was never published.
-            unsafe { crate::os::unmap(fresh as *mut u8, MAP_BYTES) };
+            unsafe { crate::os::unmap(fresh, MAP_BYTES) };
             winner as *const AtomicU64
         }
     }

@@ -72,12 +72,10 @@ pub(crate) unsafe fn realloc(
     let old_class = SizeClass::for_layout(old_size, align);
     let new_class = SizeClass::for_layout(new_size, align);
     #[cfg(feature = "hardened")]
-    {
-        check_owner(block, old_class);
-        if old_class.is_some() {
-            // SAFETY: `check_owner` found a block of the class, so in a live pool.
-            unsafe { crate::hardened::check_live(block, "realloc(): double free of") };
-        }
+    check_owner(block, old_class);
+    if old_class.is_some() {
+        // SAFETY: the caller's promise (checked by `check_owner` when hardened).
+        unsafe { check_not_freed(block) };
     }
     match (old_class, new_class) {
         (Some(old), Some(new)) if old == new => return block,
@@ -94,6 +92,22 @@ pub(crate) unsafe fn realloc(
         }
     }
     moved
+}
+
+/// Aborts if `block`, a block of a size class given to `realloc`, was freed already.
+///
+/// # Safety
+/// `block` is a block of a size class in a live pool.
+#[inline]
+pub(crate) unsafe fn check_not_freed(block: *mut u8) {
+    const MESSAGE: &str = "realloc(): double free of";
+    // SAFETY: by the caller's promise.
+    unsafe {
+        #[cfg(feature = "hardened")]
+        crate::hardened::check_live(block, MESSAGE);
+        #[cfg(not(feature = "hardened"))]
+        crate::block::check_not_freed(block, MESSAGE);
+    }
 }
 
 /// Hardened builds: aborts unless `block` is what a Rust `dealloc` or `realloc` says it
@@ -135,6 +149,12 @@ pub(crate) fn owner_of(ptr: *mut u8) -> Option<Owner> {
     // SAFETY: the chunk map says the chunk holds a live header of ours.
     unsafe {
         if arena::is_arena(chunk) {
+            // A pointer exactly at a chunk's start gave us the chunk below it: if that is
+            // an arena, the pointer is past its end (in a chunk we know nothing of), and
+            // no block starts there anyway (an arena starts with its header).
+            if ptr as usize & !ARENA_MASK == 0 {
+                return None;
+            }
             return arena::class_of_block(ptr).map(Owner::Class);
         }
         match large::state_of(ptr) {

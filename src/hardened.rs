@@ -28,9 +28,9 @@
 //! - **Guard pages** around large blocks (`large.rs`): a `PROT_NONE` page just before the
 //!   block and one at the end of its mapping.
 //!
-//! The key and the shuffling generator are seeded once, from `getrandom(2)` (without
-//! blocking), else from the kernel's `AT_RANDOM` bytes, before the first arena is made
-//! (`arena.rs` calls [`seed`]); no link exists before that. Nothing here allocates.
+//! The key and the shuffling generator are seeded once, from `os::random_words`, before
+//! the first arena is made (`arena.rs` calls [`seed`]); no link exists before that. Nothing
+//! here allocates.
 
 use crate::arena;
 use crate::block::Block;
@@ -58,57 +58,18 @@ pub(crate) fn seed() {
     if KEY.load(Ordering::Relaxed) != 0 {
         return;
     }
-    let [a, b] = random_words();
+    let [a, b] = crate::os::random_words();
     KEY.store((a as usize) | 1, Ordering::Relaxed);
     RNG.store(b, Ordering::Relaxed);
-}
-
-/// 16 bytes that an attacker cannot predict.
-fn random_words() -> [u64; 2] {
-    let mut words = [0u64; 2];
-    // SAFETY: getrandom writes at most the 16 bytes of our buffer; GRND_NONBLOCK keeps it
-    // from waiting for the entropy pool early in boot.
-    let got = unsafe {
-        libc::getrandom(
-            words.as_mut_ptr() as *mut libc::c_void,
-            core::mem::size_of_val(&words),
-            libc::GRND_NONBLOCK,
-        )
-    };
-    if got == core::mem::size_of_val(&words) as isize {
-        return words;
-    }
-    // SAFETY: AT_RANDOM, when present, is the address of 16 random bytes the kernel put on
-    // the initial stack; they stay there for the life of the process.
-    unsafe {
-        let at_random = libc::getauxval(libc::AT_RANDOM) as *const [u64; 2];
-        if !at_random.is_null() {
-            return at_random.read_unaligned();
-        }
-    }
-    // No source of randomness: the addresses of our code and stack (randomised by ASLR)
-    // and the time, mixed.
-    let stack = &words as *const _ as u64;
-    let code = seed as *const () as u64;
-    [
-        mix(stack ^ crate::os::now_ms() as u64),
-        mix(code.rotate_left(32) ^ stack),
-    ]
-}
-
-/// splitmix64's finaliser.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// A random word (for shuffling; any thread, no lock).
 fn random() -> u64 {
     const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
-    mix(RNG
-        .fetch_add(GOLDEN, Ordering::Relaxed)
-        .wrapping_add(GOLDEN))
+    crate::os::mix(
+        RNG.fetch_add(GOLDEN, Ordering::Relaxed)
+            .wrapping_add(GOLDEN),
+    )
 }
 
 /// The mask that encodes the link stored in `block`.

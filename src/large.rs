@@ -32,6 +32,14 @@
 //! trimming ([`trim`]) unmaps entries older than the decay time. Growing a block prefers a
 //! cached mapping (one copy, pages already resident) to `mremap`, which would fault in
 //! fresh pages: a `Vec` pushed to 512 KiB over and over ran 3x slower with `mremap` alone.
+//!
+//! **The chunk map and the address space.** A chunk is in the chunk map exactly while the
+//! range holding its header is ours. So a header chunk enters the map after the mapping is
+//! made and before its block is handed out, and leaves it *before* the range goes back to
+//! the OS (`munmap`, or the `mremap` that moves the mapping away): from the instant the
+//! kernel has the range, another thread may map a block or an arena there and record the
+//! same chunk, and a late removal would erase that newcomer's entry (its valid `free` then
+//! looks foreign). Cached and hot mappings stay in the map: they are still ours.
 
 use crate::chunk_map;
 use crate::consts::{ARENA_MASK, ARENA_SIZE, PAGE_SIZE};
@@ -264,12 +272,21 @@ unsafe fn resize_mapping(
             );
             return ptr;
         }
+        // The old header chunk leaves the chunk map *before* the move: `mremap` unmaps the
+        // old range, and from that instant another thread may map a block or an arena
+        // there and record the same chunk; a remove after the move would erase that
+        // newcomer's entry, and its valid free would be taken for an invalid one. While
+        // the chunk is out of the map nobody but us may touch the block (we own it).
+        chunk_map::remove(header as usize);
         let new_base = os::move_aligned(base, old_len, new_len, base_align(offset));
         if new_base.is_null() {
+            // The mapping did not move: it is still ours at the old place.
+            if !chunk_map::insert(header as usize) {
+                fatal("cannot record the large mapping at", ptr as usize);
+            }
             return new_base;
         }
         let new_ptr = new_base.add(offset);
-        chunk_map::remove(header as usize);
         let header = header_address(new_ptr);
         (*header).block = new_ptr;
         if !chunk_map::insert(header as usize) {

@@ -14,9 +14,10 @@
 //! - **OS page**: 4 KiB, the unit in which memory is mapped, released and accounted.
 //! - **arena**: 256 KiB of address space aligned to 256 KiB; page 0 is its header, the other
 //!   63 pages are carved into pools. `block & ARENA_MASK` is the arena of any small block.
-//! - **size class**: one of 49 block sizes from 8 B to 128 KiB (`size_class.rs`).
+//! - **size class**: one of 51 block sizes from 16 B to 128 KiB (`size_class.rs`).
 //! - **pool**: a run of whole pages in one arena that serves blocks of one size class.
-//! - **block**: what `alloc` returns; a free block's first word links it into a list.
+//! - **block**: what `alloc` returns; a free block's first word links it into a list, its
+//!   second holds the double-free mark (`block.rs`).
 //! - **batch**: a list of free blocks of one class moved between a thread cache and the
 //!   central list as one unit.
 //! - **thread cache**: per thread and class, a LIFO of free blocks: the fast path.
@@ -47,8 +48,9 @@
 //! allocation function, or formats into a `String`: it *is* the global allocator. Misuse
 //! that is detected (a pointer that is not a block of ours, a double free) ends the process
 //! with a message on stderr (`ebbmalloc: invalid free of 0x...`, `ebbmalloc: double free of
-//! 0x...`). The default build checks when blocks go back to their pools, off the fast
-//! path; the `hardened` feature checks on every free (see `hardened.rs`).
+//! 0x...`). The default build catches a double free at the second free by the block's
+//! double-free mark (`block.rs`) and other misuse when blocks go back to their pools; the
+//! `hardened` feature checks every free against a live bit (see `hardened.rs`).
 
 #![warn(missing_docs)]
 // Under loom the process hooks (thread exit, fork, the background thread) are not

@@ -12,23 +12,37 @@
 //! - **`fork`**: before it, every allocator lock is taken in the order they nest everywhere
 //!   else (trimming pass, thread registry, class locks in class order, arenas, large
 //!   mappings); after it the parent releases them and the child, whose only thread is the
-//!   one that forked, marks them free and restarts the background trimmer lazily.
+//!   one that forked, marks them free and restarts the background trimmer lazily. A fork
+//!   that falls in the middle of another thread's set-up leaves the child to finish it
+//!   (`set_up_process`).
 
 use crate::config::{self, Setting};
-use crate::sync::{model_static, AtomicU32, Ordering};
+use crate::sync::{model_static, AtomicU32, AtomicU64, Ordering};
 use crate::{arena, central, large, thread_cache, trim};
 
-const NOT_SET_UP: u32 = 0;
-const SETTING_UP: u32 = 1;
-const SET_UP: u32 = 2;
+/// States of [`SETUP`], in its low bits; while setting up, the bits above hold the id of
+/// the process whose thread does it (see [`set_up_process`]).
+const NOT_SET_UP: u64 = 0;
+const SETTING_UP: u64 = 1;
+const SET_UP: u64 = 2;
+const STATE_BITS: u32 = 2;
+const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
 
 model_static! {
-    static SETUP: AtomicU32 = AtomicU32::new(NOT_SET_UP);
+    static SETUP: AtomicU64 = AtomicU64::new(NOT_SET_UP);
 }
 model_static! {
     /// The pthread key whose destructor runs at thread exit; valid once `SETUP == SET_UP`.
     static THREAD_KEY: AtomicU32 = AtomicU32::new(0);
 }
+model_static! {
+    /// Which process hooks are installed ([`HOOK_FORK`], [`HOOK_KEY`], [`HOOK_EXIT`]): a set-up
+    /// taken over in a forked child (see [`set_up_process`]) installs only what is missing.
+    static HOOKS: AtomicU32 = AtomicU32::new(0);
+}
+const HOOK_FORK: u32 = 1;
+const HOOK_KEY: u32 = 2;
+const HOOK_EXIT: u32 = 4;
 
 /// Arranges for this thread's cache to be flushed at its exit, setting up the process on
 /// the first call. False when set-up is under way (the caller then goes without a cache).
@@ -44,7 +58,9 @@ pub(crate) fn register_thread() -> bool {
 fn call_at_thread_exit(key: u32) -> bool {
     // SAFETY: `key` was created by `set_up_process`; any non-null value makes glibc call
     // the destructor at thread exit.
-    unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, 1 as *const libc::c_void) == 0 }
+    crate::os::keeping_errno(|| unsafe {
+        libc::pthread_setspecific(key as libc::pthread_key_t, 1 as *const libc::c_void) == 0
+    })
 }
 
 /// Loom's threads are not OS threads and no key destructor runs when they end: the models
@@ -54,16 +70,29 @@ fn call_at_thread_exit(_key: u32) -> bool {
     true
 }
 
+/// Sets the process up once; true when it is set up, false while another thread (or this
+/// one, further up the stack) is at it.
+///
+/// `SETUP` holds the state and, while setting up, the id of the process doing it. A
+/// `fork` by another thread in the middle leaves the child with `SETTING_UP` and nobody to
+/// finish: the child's first thread that sees another process's id there takes the set-up
+/// over (one wins the exchange). Steps already done are not repeated ([`HOOKS`]).
 #[cold]
 fn set_up_process() -> bool {
-    if SETUP
-        .compare_exchange(NOT_SET_UP, SETTING_UP, Ordering::Acquire, Ordering::Acquire)
-        .is_err()
-    {
-        return SETUP.load(Ordering::Acquire) == SET_UP;
+    let mut seen = NOT_SET_UP;
+    let mine = (u64::from(process_id()) << STATE_BITS) | SETTING_UP;
+    loop {
+        match SETUP.compare_exchange(seen, mine, Ordering::Acquire, Ordering::Acquire) {
+            Ok(_) => break,
+            Err(SET_UP) => return true,
+            Err(now) if now & STATE_MASK == SETTING_UP && now != mine => seen = now,
+            // Set-up under way in this process.
+            Err(_) => return false,
+        }
     }
     config::read_environment();
-    let key = install_process_hooks();
+    // The C library calls below may fail inside and set errno on their way.
+    let key = crate::os::keeping_errno(install_process_hooks);
     if config::enabled(Setting::Verbose) {
         config::print_settings();
     }
@@ -72,27 +101,49 @@ fn set_up_process() -> bool {
     true
 }
 
-/// Creates the thread-exit key and installs the fork and exit handlers; returns the key.
+/// The id of this process (a system call, made only while setting up).
+#[cfg(not(loom))]
+fn process_id() -> u32 {
+    // SAFETY: getpid has no preconditions and cannot fail.
+    unsafe { libc::getpid() as u32 }
+}
+
+/// Loom's executions are all one process.
+#[cfg(loom)]
+fn process_id() -> u32 {
+    1
+}
+
+/// Creates the thread-exit key and installs the fork and exit handlers, those not installed
+/// yet; returns the key.
 #[cfg(not(loom))]
 fn install_process_hooks() -> u32 {
-    let mut key: libc::pthread_key_t = 0;
+    let installed = HOOKS.load(Ordering::Relaxed);
     // SAFETY: plain libc calls with valid arguments; the handlers are `extern "C"`
     // functions that live for the whole process.
     unsafe {
-        if libc::pthread_key_create(&mut key, Some(on_thread_exit)) != 0 {
-            crate::fatal::fatal("pthread_key_create failed, error", 0);
+        if installed & HOOK_FORK == 0 {
+            libc::pthread_atfork(
+                Some(before_fork),
+                Some(after_fork_in_parent),
+                Some(after_fork_in_child),
+            );
+            HOOKS.fetch_or(HOOK_FORK, Ordering::Relaxed);
         }
-        libc::pthread_atfork(
-            Some(before_fork),
-            Some(after_fork_in_parent),
-            Some(after_fork_in_child),
-        );
+        if installed & HOOK_KEY == 0 {
+            let mut key: libc::pthread_key_t = 0;
+            if libc::pthread_key_create(&mut key, Some(on_thread_exit)) != 0 {
+                crate::fatal::fatal("pthread_key_create failed, error", 0);
+            }
+            THREAD_KEY.store(key as u32, Ordering::Relaxed);
+            HOOKS.fetch_or(HOOK_KEY, Ordering::Relaxed);
+        }
+        if installed & HOOK_EXIT == 0 && config::enabled(Setting::StatsAtExit) {
+            libc::atexit(crate::stats::print_stats_at_exit);
+            HOOKS.fetch_or(HOOK_EXIT, Ordering::Relaxed);
+        }
     }
-    if config::enabled(Setting::StatsAtExit) {
-        // SAFETY: registering an `extern "C"` function that lives for the whole process.
-        unsafe { libc::atexit(crate::stats::print_stats_at_exit) };
-    }
-    key as u32
+    THREAD_KEY.load(Ordering::Relaxed)
 }
 
 /// Under loom no process hook is installed: every execution sets the process up afresh,
@@ -106,7 +157,19 @@ extern "C" fn on_thread_exit(_value: *mut libc::c_void) {
     thread_cache::tear_down_this_thread();
 }
 
+model_static! {
+    /// Fork handlers entered and not yet left. A set-up taken over in a forked child may
+    /// have registered the handlers a second time (when the fork fell between
+    /// `pthread_atfork` and the record of it in [`HOOKS`]); the count makes the second
+    /// registration do nothing instead of taking every lock twice. `fork`s do not overlap:
+    /// glibc runs the whole prepare/parent/child sequence under its own lock.
+    static FORK_HANDLERS: AtomicU32 = AtomicU32::new(0);
+}
+
 extern "C" fn before_fork() {
+    if FORK_HANDLERS.fetch_add(1, Ordering::Relaxed) != 0 {
+        return;
+    }
     trim::lock_before_fork();
     thread_cache::lock_before_fork();
     central::lock_before_fork();
@@ -115,6 +178,9 @@ extern "C" fn before_fork() {
 }
 
 extern "C" fn after_fork_in_parent() {
+    if FORK_HANDLERS.fetch_sub(1, Ordering::Relaxed) != 1 {
+        return;
+    }
     large::unlock_after_fork_in_parent();
     arena::unlock_after_fork_in_parent();
     central::unlock_after_fork_in_parent();
@@ -123,6 +189,9 @@ extern "C" fn after_fork_in_parent() {
 }
 
 extern "C" fn after_fork_in_child() {
+    if FORK_HANDLERS.fetch_sub(1, Ordering::Relaxed) != 1 {
+        return;
+    }
     large::reset_after_fork_in_child();
     arena::reset_after_fork_in_child();
     central::reset_after_fork_in_child();

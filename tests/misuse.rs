@@ -4,9 +4,11 @@
 //! misuses the allocator; the parent checks that the child died of the expected signal and
 //! that the line is there.
 //!
-//! The default build checks when blocks go back to their pools, so its cases end with
-//! `ebbmalloc::trim()`, which sends every cached block home; the hardened build (cargo
-//! feature `hardened`) stops at the misuse itself. Cases that only a hardened build can
+//! Every build stops a double free at the second free itself (the default build by the
+//! block's double-free mark, the hardened one by its live bits): those cases end in
+//! [`misuse_went_unnoticed`]. Other misuse the default build finds when blocks go back to
+//! their pools, so those cases end with `ebbmalloc::trim()`, which sends every cached block
+//! home; the hardened build (cargo feature `hardened`) stops at the misuse itself. Cases that only a hardened build can
 //! catch are compiled only with the feature: `cargo test -p ebbmalloc --features hardened
 //! --test misuse`.
 //!
@@ -24,6 +26,8 @@ use std::time::{Duration, Instant};
 static GLOBAL: ebbmalloc::EbbMalloc = ebbmalloc::EbbMalloc;
 
 const CASE_VAR: &str = "EBBMALLOC_MISUSE_CASE";
+/// The size a case that runs for several sizes uses (see [`case_size`]).
+const SIZE_VAR: &str = "EBBMALLOC_MISUSE_SIZE";
 const EXPECT_PREFIX: &str = "misuse: expecting ";
 
 /// A block size no other code in the process uses, so that std's own allocations between
@@ -35,43 +39,68 @@ struct Case {
     /// The signal the child must die of.
     signal: i32,
     run: fn(),
+    /// The sizes the case runs with, one child each (see [`case_size`]).
+    sizes: &'static [usize],
 }
+
+/// The sizes of a case that does not vary its size.
+const ONE_SIZE: &[usize] = &[ODD_SIZE];
 
 const CASES: &[Case] = &[
     Case {
         name: "double_free_same_thread",
         signal: libc::SIGABRT,
         run: double_free_same_thread,
+        sizes: &DOUBLE_FREE_SIZES,
+    },
+    Case {
+        name: "double_free_same_thread_c_abi",
+        signal: libc::SIGABRT,
+        run: double_free_same_thread_c_abi,
+        sizes: &DOUBLE_FREE_SIZES,
     },
     Case {
         name: "double_free_other_thread",
         signal: libc::SIGABRT,
         run: double_free_other_thread,
+        sizes: ONE_SIZE,
+    },
+    Case {
+        name: "double_free_other_thread_c_abi",
+        signal: libc::SIGABRT,
+        run: double_free_other_thread_c_abi,
+        sizes: ONE_SIZE,
     },
     Case {
         name: "double_free_after_cache_and_flush",
         signal: libc::SIGABRT,
         run: double_free_after_cache_and_flush,
+        // 1: the block went all the way to its pool (`trim`) before the second free.
+        sizes: &[1, ODD_SIZE],
     },
     Case {
         name: "double_free_large",
         signal: libc::SIGABRT,
         run: double_free_large,
+        sizes: ONE_SIZE,
     },
     Case {
         name: "free_stack_pointer_c_abi",
         signal: libc::SIGABRT,
         run: free_stack_pointer_c_abi,
+        sizes: ONE_SIZE,
     },
     Case {
         name: "free_interior_pointer_c_abi",
         signal: libc::SIGABRT,
         run: free_interior_pointer_c_abi,
+        sizes: ONE_SIZE,
     },
     Case {
         name: "dealloc_foreign_pointer",
         signal: libc::SIGABRT,
         run: dealloc_foreign_pointer,
+        sizes: ONE_SIZE,
     },
     // The default build does not look a large block up before reading its header.
     #[cfg(feature = "hardened")]
@@ -79,45 +108,59 @@ const CASES: &[Case] = &[
         name: "dealloc_foreign_pointer_as_large",
         signal: libc::SIGABRT,
         run: dealloc_foreign_pointer_as_large,
+        sizes: ONE_SIZE,
     },
     Case {
         name: "dealloc_with_wrong_layout",
         signal: libc::SIGABRT,
         run: dealloc_with_wrong_layout,
+        sizes: ONE_SIZE,
     },
     Case {
         name: "realloc_freed_large_c_abi",
         signal: libc::SIGABRT,
         run: realloc_freed_large_c_abi,
+        sizes: ONE_SIZE,
     },
     Case {
         name: "realloc_freed_small_c_abi",
         signal: libc::SIGABRT,
         run: realloc_freed_small_c_abi,
+        sizes: ONE_SIZE,
+    },
+    Case {
+        name: "free_just_past_an_arena_c_abi",
+        signal: libc::SIGABRT,
+        run: free_just_past_an_arena_c_abi,
+        sizes: ONE_SIZE,
     },
     #[cfg(feature = "hardened")]
     Case {
         name: "overflow_into_neighbours_link",
         signal: libc::SIGABRT,
         run: overflow_into_neighbours_link,
+        sizes: ONE_SIZE,
     },
     #[cfg(all(feature = "hardened", debug_assertions))]
     Case {
         name: "write_after_free",
         signal: libc::SIGABRT,
         run: write_after_free,
+        sizes: ONE_SIZE,
     },
     #[cfg(feature = "hardened")]
     Case {
         name: "large_overflow_hits_guard_page",
         signal: libc::SIGSEGV,
         run: large_overflow_hits_guard_page,
+        sizes: ONE_SIZE,
     },
     #[cfg(feature = "hardened")]
     Case {
         name: "large_underflow_hits_guard_page",
         signal: libc::SIGSEGV,
         run: large_underflow_hits_guard_page,
+        sizes: ONE_SIZE,
     },
 ];
 
@@ -136,8 +179,22 @@ fn flush_to_pools() {
     ebbmalloc::trim();
 }
 
+/// Ends a case whose misuse should have stopped the process already: the parent sees an
+/// exit instead of the expected signal.
+fn misuse_went_unnoticed() -> ! {
+    eprintln!("misuse: the misuse went unnoticed");
+    std::process::exit(3)
+}
+
+/// Sizes whose blocks the same-thread cases free twice: the smallest class (1 to 16 bytes
+/// share it), small and medium classes, and one no other code uses.
+const DOUBLE_FREE_SIZES: [usize; 5] = [1, 16, 64, 1000, ODD_SIZE];
+
+/// `free(p); free(p)` in one thread, for each size, caught at the second free in every
+/// build (the default build by the block's double-free mark).
 fn double_free_same_thread() {
-    let l = layout(ODD_SIZE);
+    let size = case_size();
+    let l = layout(size);
     // SAFETY: a valid layout; the second `dealloc` is the misuse under test.
     unsafe {
         let p = GLOBAL.alloc(l);
@@ -145,9 +202,22 @@ fn double_free_same_thread() {
         GLOBAL.dealloc(p, l);
         GLOBAL.dealloc(p, l);
     }
-    flush_to_pools();
+    misuse_went_unnoticed();
 }
 
+/// The same through the C front, whose `free` carries no size.
+fn double_free_same_thread_c_abi() {
+    let p = c_abi::malloc(case_size());
+    expect("double free of", p as usize);
+    // SAFETY: a live block, then the misuse under test.
+    unsafe {
+        c_abi::free(p);
+        c_abi::free(p);
+    }
+    misuse_went_unnoticed();
+}
+
+/// Freed by the main thread, freed again by another.
 fn double_free_other_thread() {
     let l = layout(ODD_SIZE);
     // SAFETY: a valid layout.
@@ -161,23 +231,54 @@ fn double_free_other_thread() {
     })
     .join()
     .unwrap();
-    flush_to_pools();
+    misuse_went_unnoticed();
 }
 
+/// The same through the C front.
+fn double_free_other_thread_c_abi() {
+    let p = c_abi::malloc(ODD_SIZE) as usize;
+    expect("double free of", p);
+    // SAFETY: the block is live.
+    unsafe { c_abi::free(p as *mut _) };
+    std::thread::spawn(move || {
+        // SAFETY: none: the block was freed by the main thread; this is the misuse.
+        unsafe { c_abi::free(p as *mut _) };
+    })
+    .join()
+    .unwrap();
+    misuse_went_unnoticed();
+}
+
+/// The first free went into a thread cache and from there, in a batch, to the central
+/// lists (the freeing thread exited) or all the way to its pool (`trim`); the second free
+/// comes later from another thread.
 fn double_free_after_cache_and_flush() {
     let l = layout(ODD_SIZE);
+    let to_pool = case_size() == 1;
     // SAFETY: a valid layout; `keep` holds the pool alive, so `p`'s page stays a pool's.
     unsafe {
         let keep = GLOBAL.alloc(l);
-        let p = GLOBAL.alloc(l);
+        let p = GLOBAL.alloc(l) as usize;
         keep.write(1);
-        expect("double free of", p as usize);
-        // Into the thread cache, then through the central lists back to its pool.
-        GLOBAL.dealloc(p, l);
-        ebbmalloc::trim();
-        GLOBAL.dealloc(p, l);
+        expect("double free of", p);
+        // Into the exiting thread's cache, then in a batch to the central lists.
+        std::thread::spawn(move || GLOBAL.dealloc(p as *mut u8, l))
+            .join()
+            .unwrap();
+        if to_pool {
+            ebbmalloc::trim();
+        }
+        GLOBAL.dealloc(p as *mut u8, l);
     }
-    flush_to_pools();
+    misuse_went_unnoticed();
+}
+
+/// The size a case runs with, from its name's `@SIZE` suffix (see [`main`]).
+fn case_size() -> usize {
+    std::env::var(SIZE_VAR)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(ODD_SIZE)
 }
 
 fn double_free_large() {
@@ -206,6 +307,31 @@ fn free_interior_pointer_c_abi() {
     expect("free(): invalid pointer", interior as usize);
     // SAFETY: none: inside a block; this is the misuse.
     unsafe { c_abi::free(interior.cast()) };
+}
+
+/// A pointer exactly at the end of an arena, where nothing is mapped: the lookup of its
+/// chunk finds the arena below (`(ptr - 1)` rounded down); it used to read the header of the
+/// unmapped chunk at `ptr` then, and fault instead of aborting with the message.
+fn free_just_past_an_arena_c_abi() {
+    const ARENA_SIZE: usize = 256 << 10;
+    let mut held = Vec::new();
+    let past_end = loop {
+        let p = c_abi::malloc(60_000) as usize;
+        assert!(
+            p != 0 && held.len() < 4096,
+            "found no arena with unmapped space after it"
+        );
+        held.push(p);
+        let end = (p & !(ARENA_SIZE - 1)) + ARENA_SIZE;
+        // SAFETY: msync only asks whether the page is mapped (ENOMEM when it is not).
+        let unmapped = unsafe { libc::msync(end as *mut _, 4096, libc::MS_ASYNC) } != 0;
+        if unmapped {
+            break end;
+        }
+    };
+    expect("free(): invalid pointer", past_end);
+    // SAFETY: none: not a block of ours; this is the misuse.
+    unsafe { c_abi::free(past_end as *mut _) };
 }
 
 fn dealloc_foreign_pointer() {
@@ -250,20 +376,13 @@ fn realloc_freed_large_c_abi() {
 
 fn realloc_freed_small_c_abi() {
     let p = c_abi::malloc(ODD_SIZE);
-    // Hardened builds stop in `realloc`; the default build moves the block, frees it a
-    // second time, and finds that in its pool.
-    let message = if ebbmalloc::HARDENED {
-        "realloc(): double free of"
-    } else {
-        "double free of"
-    };
-    expect(message, p as usize);
+    expect("realloc(): double free of", p as usize);
     // SAFETY: a live block, then the misuse under test.
     unsafe {
         c_abi::free(p);
         c_abi::realloc(p, 2 * ODD_SIZE);
     }
-    flush_to_pools();
+    misuse_went_unnoticed();
 }
 
 /// Two blocks of `size` where the second starts where the first ends, from `blocks` live
@@ -328,10 +447,11 @@ fn large_underflow_hits_guard_page() {
 }
 
 /// Runs `case` in a child; returns why it failed, if it did.
-fn check(case: &Case) -> Result<(), String> {
+fn check(case: &Case, size: usize) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut child = Command::new(exe)
         .env(CASE_VAR, case.name)
+        .env(SIZE_VAR, size.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -397,21 +517,30 @@ fn main() -> ExitCode {
         .iter()
         .filter(|c| filter.as_deref().is_none_or(|f| c.name.contains(f)))
         .collect();
-    println!("\nrunning {} misuse cases", cases.len());
+    let runs: Vec<(&Case, usize)> = cases
+        .iter()
+        .flat_map(|case| case.sizes.iter().map(move |&size| (*case, size)))
+        .collect();
+    println!("\nrunning {} misuse cases", runs.len());
     let mut failed = 0;
-    for case in &cases {
-        match check(case) {
-            Ok(()) => println!("misuse {} ... ok", case.name),
+    for &(case, size) in &runs {
+        let name = if case.sizes.len() > 1 {
+            format!("{}@{size}", case.name)
+        } else {
+            case.name.to_string()
+        };
+        match check(case, size) {
+            Ok(()) => println!("misuse {name} ... ok"),
             Err(why) => {
                 failed += 1;
-                println!("misuse {} ... FAILED: {why}", case.name);
+                println!("misuse {name} ... FAILED: {why}");
             }
         }
     }
     println!(
         "\nmisuse result: {}. {} passed; {failed} failed\n",
         if failed == 0 { "ok" } else { "FAILED" },
-        cases.len() - failed
+        runs.len() - failed
     );
     if failed == 0 {
         ExitCode::SUCCESS
