@@ -95,9 +95,12 @@ struct Bin {
 }
 
 impl Bin {
-    /// Blocks in the list.
+    /// Blocks in the list. Exact for the owner; for another thread (statistics) a racy
+    /// estimate, kept within `0..=limit` (between the owner's two stores of a limit change
+    /// the difference can be anything).
     fn count(&self) -> u32 {
-        (self.limit() as i32 - self.room.load(Ordering::Relaxed)) as u32
+        let limit = self.limit();
+        (limit as i32 - self.room.load(Ordering::Relaxed)).clamp(0, limit as i32) as u32
     }
 
     fn limit(&self) -> u32 {
