@@ -157,19 +157,7 @@ extern "C" fn on_thread_exit(_value: *mut libc::c_void) {
     thread_cache::tear_down_this_thread();
 }
 
-model_static! {
-    /// Fork handlers entered and not yet left. A set-up taken over in a forked child may
-    /// have registered the handlers a second time (when the fork fell between
-    /// `pthread_atfork` and the record of it in [`HOOKS`]); the count makes the second
-    /// registration do nothing instead of taking every lock twice. `fork`s do not overlap:
-    /// glibc runs the whole prepare/parent/child sequence under its own lock.
-    static FORK_HANDLERS: AtomicU32 = AtomicU32::new(0);
-}
-
 extern "C" fn before_fork() {
-    if FORK_HANDLERS.fetch_add(1, Ordering::Relaxed) != 0 {
-        return;
-    }
     trim::lock_before_fork();
     thread_cache::lock_before_fork();
     central::lock_before_fork();
@@ -178,9 +166,6 @@ extern "C" fn before_fork() {
 }
 
 extern "C" fn after_fork_in_parent() {
-    if FORK_HANDLERS.fetch_sub(1, Ordering::Relaxed) != 1 {
-        return;
-    }
     large::unlock_after_fork_in_parent();
     arena::unlock_after_fork_in_parent();
     central::unlock_after_fork_in_parent();
@@ -189,9 +174,10 @@ extern "C" fn after_fork_in_parent() {
 }
 
 extern "C" fn after_fork_in_child() {
-    if FORK_HANDLERS.fetch_sub(1, Ordering::Relaxed) != 1 {
-        return;
-    }
+    // The handlers ran, so they are registered: a set-up that the fork interrupted between
+    // `pthread_atfork` and its record in `HOOKS`, and that this child takes over, must not
+    // register them a second time (each lock would be taken twice at the next fork).
+    HOOKS.fetch_or(HOOK_FORK, Ordering::Relaxed);
     large::reset_after_fork_in_child();
     arena::reset_after_fork_in_child();
     central::reset_after_fork_in_child();

@@ -296,7 +296,9 @@ unsafe fn refill_and_take(cache: *mut ThreadCache, class: SizeClass) -> *mut u8 
     // SAFETY: the cache is this thread's.
     if unsafe { (*bin(cache, class)).limit() } == 0 {
         // The byte budget leaves this class no room: nothing of it is cached.
-        return alloc_without_cache(class);
+        let block = alloc_without_cache(class);
+        crate::trim::tick();
+        return block;
     }
     let info = class.info();
     // A refill brings at most a batch (a parked batch is never longer, see
@@ -345,6 +347,11 @@ unsafe fn free_slow(cache: *mut ThreadCache, class: SizeClass, block: *mut Block
     if !active || limit == 0 {
         // SAFETY: the caller hands the block over.
         unsafe { free_without_cache(class, block) };
+        // Only an active thread runs the trimmer's ticker: a thread without a cache may be
+        // inside glibc's thread exit, holding its locks (see above).
+        if active {
+            crate::trim::tick();
+        }
         return;
     }
     // SAFETY: the cache is this thread's and active.

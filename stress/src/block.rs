@@ -4,12 +4,18 @@
 //! block's id, word `w > 0` is `key ^ w * GOLDEN` (little-endian, cut short at the block's
 //! end), where `key` mixes the block's address, id and sequence number (bumped on every
 //! re-stamp). A block up to [`FULL_STAMP_MAX`] is stamped whole; a bigger one in its first
-//! and last [`EDGE`] bytes and a [`WINDOW`] every [`STRIDE`] between them.
+//! and last [`EDGE`] bytes and a [`WINDOW`] every [`STRIDE`] between them (every
+//! `size / MAX_WINDOWS` in a block so big that more windows would cost more page faults
+//! than the allocator calls they check).
 //!
 //! So a block handed out twice is caught when its first owner checks it (the other owner's
 //! id or key is there); bytes that `realloc` failed to carry over, or carried from the wrong
 //! place, are caught because the key includes the old address; and so is any stray write.
+//!
+//! A check also asks the allocator whether it still knows the block as its own (see
+//! [`Block::check_owned`]), and every allocator call here is bracketed by the `errno` check.
 
+use crate::errno;
 use crate::fail::violation;
 use crate::rng::{mix, GOLDEN};
 use std::alloc::{self, Layout};
@@ -23,8 +29,12 @@ const ID_MASK: u64 = (1 << 48) - 1;
 pub const FULL_STAMP_MAX: usize = 128 << 10;
 /// Bytes stamped at each end of a bigger block.
 pub const EDGE: usize = 4 << 10;
-/// Distance between the windows stamped in the middle of a bigger block.
+/// Distance between the windows stamped in the middle of a bigger block, at least.
 const STRIDE: usize = 16 << 10;
+/// Windows in the middle of a block, at most. Each touches a page of its own; a block
+/// moved by `mremap` would fault all of them in again, which made the threads that move
+/// 24 MiB blocks (`large.rs`) spend most of their time in page faults.
+const MAX_WINDOWS: usize = 128;
 /// Bytes in each window.
 const WINDOW: usize = 64;
 
@@ -74,9 +84,32 @@ impl Block {
         });
     }
 
-    /// Checks the whole stamp; a mismatch is a violation, reported with `context`.
+    /// Checks the whole stamp and the block's owner; a mismatch is a violation, reported
+    /// with `context`.
     pub fn check(&self, context: &str) {
         self.check_moved(self.ptr, self.size, context);
+        self.check_owned(context);
+    }
+
+    /// Checks that the allocator still finds the block to be one of its own, with room for
+    /// its size. `malloc_usable_size` of the C ABI looks a pointer up as C's `free` does:
+    /// in the chunk map first, then in the header it leads to. A block whose chunk was
+    /// dropped from the map (say by another thread's moving `realloc`) is what a later
+    /// C `free` would call foreign; ebbmalloc then aborts with `malloc_usable_size():
+    /// invalid pointer 0x...`.
+    pub fn check_owned(&self, context: &str) {
+        // SAFETY: the block is live and ours; the call only reads the allocator's metadata.
+        let usable = unsafe { ebbmalloc::c_abi::malloc_usable_size(self.ptr.cast()) };
+        if usable < self.size {
+            violation(
+                "block not known to the allocator",
+                format_args!(
+                    "{context}: malloc_usable_size of block id {} at {:#x} (size {}, align {}) \
+                     is {usable}",
+                    self.id, self.ptr as usize, self.size, self.align
+                ),
+            );
+        }
     }
 
     /// Checks that `[0, limit)` of the block now at `ptr` still holds the stamp this block
@@ -216,6 +249,8 @@ fn report_not_zero(ptr: *mut u8, size: usize, start: usize) -> ! {
 /// Allocates, checks and stamps a block.
 pub fn allocate(size: usize, align: usize, zeroed: bool, id: u64, owner: u64) -> Block {
     let layout = layout(size, align);
+    let what = if zeroed { "alloc_zeroed" } else { "alloc" };
+    errno::arm();
     // SAFETY: sizes are never zero.
     let ptr = unsafe {
         if zeroed {
@@ -224,12 +259,8 @@ pub fn allocate(size: usize, align: usize, zeroed: bool, id: u64, owner: u64) ->
             alloc::alloc(layout)
         }
     };
-    check_returned(
-        ptr,
-        size,
-        align,
-        if zeroed { "alloc_zeroed" } else { "alloc" },
-    );
+    check_returned(ptr, size, align, what);
+    errno::check(format_args!("{what} of {size} bytes (align {align})"));
     if zeroed {
         check_zeroed(ptr, size);
     }
@@ -242,15 +273,21 @@ pub fn allocate(size: usize, align: usize, zeroed: bool, id: u64, owner: u64) ->
         owner,
     };
     block.stamp();
+    block.check_owned("after alloc");
     block
 }
 
 /// Resizes a block with `realloc`, checks what it carried over and stamps it anew.
 pub fn reallocate(block: &mut Block, new_size: usize) {
+    errno::arm();
     // SAFETY: the block is live with this layout, `new_size` is not zero and rounds to a
     // valid layout with the block's alignment.
     let ptr = unsafe { alloc::realloc(block.ptr, block.layout(), new_size) };
     check_returned(ptr, new_size, block.align, "realloc");
+    errno::check(format_args!(
+        "realloc from {} to {new_size} bytes (align {}, {:#x} -> {:#x})",
+        block.size, block.align, block.ptr as usize, ptr as usize
+    ));
     let kept = block.size.min(new_size);
     let context = format!(
         "after realloc from {} to {new_size} bytes (from {:#x})",
@@ -260,13 +297,19 @@ pub fn reallocate(block: &mut Block, new_size: usize) {
     block.ptr = ptr;
     block.size = new_size;
     block.stamp();
+    block.check_owned("after realloc");
 }
 
 /// Checks a block and frees it.
 pub fn free(block: Block, context: &str) {
     block.check(context);
+    errno::arm();
     // SAFETY: the block is live with this layout and is not used again.
     unsafe { alloc::dealloc(block.ptr, block.layout()) };
+    errno::check(format_args!(
+        "dealloc of {} bytes (align {}) at {:#x}",
+        block.size, block.align, block.ptr as usize
+    ));
 }
 
 /// The key of a stamp.
@@ -294,10 +337,11 @@ fn for_each_region<E>(
     }
     f(0, EDGE)?;
     let tail = (size - EDGE) & !7;
-    let mut window = STRIDE;
+    let stride = STRIDE.max((size / MAX_WINDOWS) & !7);
+    let mut window = stride;
     while window + WINDOW <= tail {
         f(window, window + WINDOW)?;
-        window += STRIDE;
+        window += stride;
     }
     f(tail, size)
 }

@@ -110,9 +110,21 @@ impl Tester {
         }
         let align = pick_align(&mut self.rng);
         let zeroed = self.rng.one_in(4);
+        let block = self.allocate(size, align, zeroed);
+        self.adopt(block);
+    }
+
+    /// Allocates a stamped block of this table's thread (not put in the table).
+    pub fn allocate(&mut self, size: usize, align: usize, zeroed: bool) -> Block {
         let id = self.next_id();
-        self.adopt(block::allocate(size, align, zeroed, id, self.serial));
         self.counts[if zeroed { ALLOC_ZEROED } else { ALLOC }] += 1;
+        block::allocate(size, align, zeroed, id, self.serial)
+    }
+
+    /// Resizes a block that is not in the table.
+    pub fn resize(&mut self, block: &mut Block, new_size: usize) {
+        block::reallocate(block, new_size);
+        self.counts[REALLOC] += 1;
     }
 
     /// Resizes one block one to four times in a row, growing or shrinking.

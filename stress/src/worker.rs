@@ -4,14 +4,16 @@
 //!
 //! A worker lives for a random number of operations, then hands a third of its blocks to
 //! other slots and frees the rest, and exits; the main thread starts a new worker in its
-//! slot, which inherits the blocks queued for the slot.
+//! slot, which inherits the blocks queued for the slot. [`spawn`] and [`join`] start and
+//! end every thread of the program that is not a raw pthread.
 
-use crate::block::{self, Block};
+use crate::block::Block;
 use crate::fail::{self, Who};
 use crate::rng::Rng;
-use crate::tester::{Tester, HAND_OFF, KINDS, REALLOC, TRIM};
+use crate::tester::{Tester, HAND_OFF, KINDS, TRIM};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::thread::JoinHandle;
 
 /// Blocks a queue holds at most.
 const QUEUE_BLOCKS: usize = 256;
@@ -35,6 +37,8 @@ pub struct Shared {
     /// corrupts a block.
     pub corrupt: AtomicBool,
     pub totals: [AtomicU64; KINDS.len()],
+    /// Threads of the run started so far; each is numbered by the count at its start.
+    serials: AtomicU64,
 }
 
 impl Shared {
@@ -46,7 +50,18 @@ impl Shared {
             stop: AtomicBool::new(false),
             corrupt: AtomicBool::new(false),
             totals: Default::default(),
+            serials: AtomicU64::new(0),
         }
+    }
+
+    /// The serial number of a thread about to start.
+    pub fn new_serial(&self) -> u64 {
+        self.serials.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Threads started so far.
+    pub fn started(&self) -> u64 {
+        self.serials.load(Ordering::Relaxed)
     }
 
     pub fn total(&self, kind: usize) -> u64 {
@@ -171,8 +186,7 @@ fn receive(shared: &Shared, slot: usize, tester: &mut Tester) {
             if tester.rng.one_in(4) && tester.room_for(2 * block.size) {
                 if tester.rng.one_in(2) {
                     let new_size = tester.rng.range(1, 2 * block.size);
-                    block::reallocate(&mut block, new_size);
-                    tester.counts[REALLOC] += 1;
+                    tester.resize(&mut block, new_size);
                 }
                 tester.adopt(block);
             } else {
@@ -185,4 +199,40 @@ fn receive(shared: &Shared, slot: usize, tester: &mut Tester) {
 /// A random slot other than `slot` (`threads > 1`).
 fn other_slot(rng: &mut Rng, threads: usize, slot: usize) -> usize {
     (slot + rng.range(1, threads - 1)) % threads
+}
+
+/// Starts a thread of the program named `name`.
+pub fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    start(std::thread::Builder::new(), name, body)
+}
+
+/// Starts a thread of the program named `name` on a stack of `stack_bytes`.
+pub fn spawn_with_stack(
+    name: &str,
+    stack_bytes: usize,
+    body: impl FnOnce() + Send + 'static,
+) -> JoinHandle<()> {
+    start(
+        std::thread::Builder::new().stack_size(stack_bytes),
+        name,
+        body,
+    )
+}
+
+fn start(
+    builder: std::thread::Builder,
+    name: &str,
+    body: impl FnOnce() + Send + 'static,
+) -> JoinHandle<()> {
+    match builder.name(name.into()).spawn(body) {
+        Ok(handle) => handle,
+        Err(e) => fail::violation("thread spawn failed", format_args!("{name}: {e}")),
+    }
+}
+
+/// Waits for a thread started by [`spawn`]; a panic in it is a violation.
+pub fn join(handle: JoinHandle<()>) {
+    if handle.join().is_err() {
+        fail::violation("thread panicked", format_args!("see its message above"));
+    }
 }

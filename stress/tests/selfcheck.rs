@@ -68,3 +68,45 @@ fn bad_arguments_are_refused() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("not a number"));
 }
+
+#[test]
+fn a_mode_with_settings_runs_again_with_them_in_force() {
+    // no-background: the re-executed run must see its settings in force, find no thread
+    // of ebbmalloc's, and pass with the lifecycle and large workloads running.
+    let (output, stdout, stderr) = run_stress(&["--mode", "no-background"]);
+    assert!(
+        output.status.success(),
+        "status {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
+    assert!(
+        stdout.contains("mode no-background: ") && stdout.contains("EBBMALLOC_BACKGROUND_THREAD=0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("stress: passed"), "{stdout}");
+    assert!(stdout.contains("lifecycle: "), "{stdout}");
+}
+
+#[test]
+fn unknown_modes_are_refused_and_every_mode_is_listed() {
+    let output = Command::new(env!("CARGO_BIN_EXE_stress"))
+        .args(["--mode", "nonsense"])
+        .output()
+        .expect("run the stress binary");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown mode nonsense"), "{stderr}");
+    for mode in [
+        "default",
+        "large",
+        "lifecycle",
+        "aggressive",
+        "no-cache",
+        "no-background",
+    ] {
+        assert!(
+            stderr.contains(&format!("  {mode} ")),
+            "{mode} not in\n{stderr}"
+        );
+    }
+}
