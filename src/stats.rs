@@ -106,7 +106,8 @@ pub fn stats() -> Stats {
     }
     let arenas = arena::figures();
     let (large_mapped, large_cached) = large::mapped_bytes();
-    let large_live = large_mapped - large_cached;
+    // Read at two moments: a trimming pass in between can make the difference negative.
+    let large_live = large_mapped.saturating_sub(large_cached);
     let (passes, trimmed) = trim::totals();
     stats.allocated_bytes = pool_block_bytes + large_live;
     stats.active_bytes = arenas.pool_pages * PAGE_SIZE + large_live;

@@ -1,13 +1,15 @@
 //! Writes the fuzz targets' seed corpus, `fuzz/corpus/<target>/seed-*`: inputs that reach
 //! each path of the allocator (size-class edges, large blocks, every alignment, realloc
-//! chains across the small/large edge, zeroed reuse of dirty blocks, trimming, hand-offs
-//! between threads, the C functions' edge cases) plus generated sequences.
+//! chains across the small/large edge and growing large blocks by factors past the
+//! mapping cache, zeroed reuse of dirty blocks, trimming, hand-offs between threads, helper
+//! threads of every kind beside statistics walks and trims, the C functions' edge cases)
+//! plus generated sequences.
 //!
 //! `cargo run -p ebbmalloc-fuzz-logic --example seed_corpus` replaces the generated seeds
 //! (`seed-NN-*`); inputs kept from campaigns (`seed-found-*`) stay.
 
 use ebbmalloc_fuzz_logic::generate::{self, Rng};
-use ebbmalloc_fuzz_logic::{encode_threads, CapiOp, HugeCall, Op, SLOTS};
+use ebbmalloc_fuzz_logic::{encode_threads, CapiOp, HugeCall, Op, ThreadKind, SLOTS};
 use std::path::Path;
 
 const KIB: usize = 1 << 10;
@@ -111,6 +113,108 @@ fn powers_of_two(to: usize) -> impl Iterator<Item = usize> {
     (0..).map(|k| 1usize << k).take_while(move |&p| p <= to)
 }
 
+/// A large block grown by factors, past the 16 MiB limit of the mapping cache, while the
+/// blocks allocated just before it (at higher addresses: mappings are placed downwards)
+/// stay live, so `mremap` cannot grow it in place and it moves; then shrunk. `odd` is 1
+/// for the Rust API, whose sizes above 4 MiB are odd.
+fn growth_by_factors(align: usize, odd: usize) -> Vec<Op> {
+    let realloc = |slot, size| Op::Realloc { slot, size };
+    vec![
+        alloc(1, MIB, 16),
+        alloc(0, 5 * MIB + odd, align),
+        realloc(0, 24 * MIB + odd),
+        alloc(2, 2 * MIB, 16),
+        realloc(0, 30 * MIB + odd),
+        realloc(1, 17 * MIB + odd),
+        Op::Check { slot: 0 },
+        Op::Check { slot: 1 },
+        realloc(0, 6 * MIB + odd),
+        realloc(1, 300 * KIB),
+        Op::Dealloc { slot: 2 },
+        Op::Dealloc { slot: 0 },
+        Op::Dealloc { slot: 1 },
+    ]
+}
+
+/// Every kind of helper thread, each handed a block of its own, with statistics walks.
+fn helper_threads(size: usize) -> Vec<Op> {
+    let mut ops: Vec<Op> = ThreadKind::ALL
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, kind)| {
+            let slot = slot(i);
+            [alloc(i, size + i, 8), Op::Spawn { slot, kind }, Op::Stats]
+        })
+        .collect();
+    ops.extend([Op::Trim, Op::Stats]);
+    ops
+}
+
+/// Rounds of a raw thread whose only call to the allocator, a free, comes after its
+/// pthread-key destructors (as glibc's free of a detached thread's `dtv`), then another
+/// raw thread that frees (and may reuse the first one's stack and TLS), a trim and a
+/// statistics walk over every thread cache.
+fn frees_after_destructors(rounds: usize) -> Vec<Op> {
+    (0..rounds)
+        .flat_map(|_| {
+            [
+                alloc(0, 64, 8),
+                Op::Spawn {
+                    slot: 0,
+                    kind: ThreadKind::FreeAtExit,
+                },
+                alloc(1, 64, 8),
+                Op::Spawn {
+                    slot: 1,
+                    kind: ThreadKind::RawFree,
+                },
+                Op::Trim,
+                Op::Stats,
+            ]
+        })
+        .collect()
+}
+
+/// `count` rounds of a mapper and a preempter started, then small blocks of `size` taken
+/// and freed (arenas come and go) while they run: the streams hold little, so that the
+/// mappers' blocks fit in the live-bytes budget.
+fn mappers_preempted(count: usize, size: usize) -> Vec<Op> {
+    (0..count)
+        .flat_map(|i| {
+            [
+                Op::Spawn {
+                    slot: slot(i),
+                    kind: ThreadKind::Mapper,
+                },
+                Op::Spawn {
+                    slot: slot(i + 4),
+                    kind: ThreadKind::Preempter,
+                },
+            ]
+            .into_iter()
+            .chain((8..16).map(move |j| alloc(j, size + i * j, 8)))
+            .chain([Op::Stats, Op::Dealloc { slot: slot(8 + i) }])
+        })
+        .collect()
+}
+
+/// `count` times: a helper of `kind` (handed nothing), then a statistics walk and `between`.
+fn spawn_each(kind: ThreadKind, count: usize, between: &[Op]) -> Vec<Op> {
+    (0..count)
+        .flat_map(|i| {
+            [
+                Op::Spawn {
+                    slot: slot(i),
+                    kind,
+                },
+                Op::Stats,
+            ]
+            .into_iter()
+            .chain(between.iter().copied())
+        })
+        .collect()
+}
+
 fn ops_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let growth: Vec<usize> = powers_of_two(4 * MIB - 1).skip(1).collect();
     let shrink: Vec<usize> = growth.iter().rev().copied().collect();
@@ -160,6 +264,25 @@ fn ops_seeds() -> Vec<(&'static str, Vec<u8>)> {
             },
         ]);
     }
+    let aligned_giant: Vec<Op> = [MIB, 2 * MIB]
+        .into_iter()
+        .flat_map(|align| {
+            [
+                alloc(0, 17 * MIB + 1, align),
+                alloc(1, 300 * KIB, align),
+                Op::Realloc {
+                    slot: 1,
+                    size: 5 * MIB + 1,
+                },
+                Op::Realloc {
+                    slot: 0,
+                    size: 3 * MIB,
+                },
+                Op::Check { slot: 0 },
+                Op::Dealloc { slot: 1 },
+            ]
+        })
+        .collect();
     let mut seeds = vec![
         (
             "small-edges",
@@ -204,6 +327,17 @@ fn ops_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("hand-off-self", Op::encode(&hand_offs)),
         ("large-cache-loop", Op::encode(&cache_loop)),
+        ("growth-by-factors", Op::encode(&growth_by_factors(16, 1))),
+        (
+            "growth-by-factors-aligned",
+            Op::encode(&growth_by_factors(2 * MIB, 1)),
+        ),
+        ("aligned-giant", Op::encode(&aligned_giant)),
+        ("helper-threads", Op::encode(&helper_threads(100))),
+        (
+            "frees-after-destructors",
+            Op::encode(&frees_after_destructors(8)),
+        ),
     ];
     let mut rng = Rng::new(0x0905);
     for name in &GENERATED[..8] {
@@ -304,6 +438,56 @@ fn threads_seeds() -> Vec<(&'static str, Vec<u8>)> {
             encode_threads(&zeroed_reuse(32, 16), &zeroed_reuse(32, 16)),
         ),
         ("one-sided", encode_threads(&producer(40, 20, 8), &[])),
+        (
+            "helpers-both",
+            encode_threads(&helper_threads(40), &helper_threads(3000)),
+        ),
+        (
+            "frees-after-destructors-vs-stats",
+            encode_threads(
+                &frees_after_destructors(16),
+                &spawn_each(ThreadKind::RawIdle, 16, &[Op::Trim]),
+            ),
+        ),
+        (
+            "exits-during-trims",
+            encode_threads(
+                &producer(80, 24, 8)
+                    .into_iter()
+                    .map(|op| match op {
+                        Op::HandOff { slot } => Op::Spawn {
+                            slot,
+                            kind: ThreadKind::Free,
+                        },
+                        other => other,
+                    })
+                    .collect::<Vec<_>>(),
+                &spawn_each(ThreadKind::Trimmer, 8, &[Op::Trim]),
+            ),
+        ),
+        (
+            "large-moves-vs-mappers",
+            encode_threads(
+                &[growth_by_factors(16, 1), growth_by_factors(MIB, 1)].concat(),
+                &spawn_each(
+                    ThreadKind::Mapper,
+                    6,
+                    &[
+                        Op::Spawn {
+                            slot: 22,
+                            kind: ThreadKind::Preempter,
+                        },
+                        alloc(20, 300 * KIB, 4096),
+                        alloc(21, 100, 8),
+                        Op::Dealloc { slot: 20 },
+                    ],
+                ),
+            ),
+        ),
+        (
+            "mappers-preempted",
+            encode_threads(&mappers_preempted(4, 100), &mappers_preempted(4, 20_000)),
+        ),
     ];
     let mut rng = Rng::new(0x7ead);
     for name in &GENERATED[..12] {
@@ -475,6 +659,89 @@ fn capi_seeds() -> Vec<(&'static str, Vec<u8>)> {
             CapiOp::FreeSized { slot: 0 },
         ]);
     }
+    let realloc = |slot, size| CapiOp::Realloc { slot, size };
+    let grow_by_factors = vec![
+        CapiOp::Malloc { slot: 1, size: MIB },
+        CapiOp::Malloc {
+            slot: 0,
+            size: 5 * MIB,
+        },
+        realloc(0, 24 * MIB),
+        CapiOp::Malloc {
+            slot: 2,
+            size: 2 * MIB,
+        },
+        realloc(0, 30 * MIB),
+        realloc(1, 17 * MIB),
+        CapiOp::Check { slot: 0 },
+        CapiOp::Check { slot: 1 },
+        realloc(0, 6 * MIB),
+        realloc(1, 300 * KIB),
+        realloc(2, 20 * MIB),
+        CapiOp::Free { slot: 0 },
+        CapiOp::Free { slot: 1 },
+    ];
+    let aligned_giant: Vec<CapiOp> = [MIB, 2 * MIB]
+        .into_iter()
+        .flat_map(|align| {
+            [
+                CapiOp::PosixMemalign {
+                    slot: 0,
+                    align,
+                    size: 17 * MIB,
+                },
+                CapiOp::AlignedAlloc {
+                    slot: 1,
+                    align,
+                    size: 300 * KIB,
+                },
+                CapiOp::Memalign {
+                    slot: 2,
+                    align,
+                    size: 5 * MIB,
+                },
+                realloc(1, 5 * MIB),
+                realloc(0, 3 * MIB),
+                realloc(2, 25 * MIB),
+                CapiOp::Check { slot: 0 },
+                CapiOp::Free { slot: 1 },
+            ]
+        })
+        .collect();
+    let mut helper_threads: Vec<CapiOp> = ThreadKind::ALL
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, kind)| {
+            let slot = slot(i);
+            [
+                CapiOp::Malloc {
+                    slot,
+                    size: 100 + 1000 * i,
+                },
+                CapiOp::Thread { slot, kind },
+                CapiOp::Stats,
+            ]
+        })
+        .collect();
+    helper_threads.extend([CapiOp::MallocTrim, CapiOp::Stats]);
+    let frees_after_destructors: Vec<CapiOp> = (0..8)
+        .flat_map(|_| {
+            [
+                CapiOp::Malloc { slot: 0, size: 64 },
+                CapiOp::Thread {
+                    slot: 0,
+                    kind: ThreadKind::FreeAtExit,
+                },
+                CapiOp::Malloc { slot: 1, size: 64 },
+                CapiOp::Thread {
+                    slot: 1,
+                    kind: ThreadKind::RawFree,
+                },
+                CapiOp::MallocTrim,
+                CapiOp::Stats,
+            ]
+        })
+        .collect();
     let mut seeds = vec![
         (
             "malloc-sizes",
@@ -524,6 +791,13 @@ fn capi_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 CapiOp::Malloc { slot: 0, size: 20 },
                 CapiOp::MallocTrim,
             ]),
+        ),
+        ("grow-by-factors", CapiOp::encode(&grow_by_factors)),
+        ("aligned-giant", CapiOp::encode(&aligned_giant)),
+        ("helper-threads", CapiOp::encode(&helper_threads)),
+        (
+            "frees-after-destructors",
+            CapiOp::encode(&frees_after_destructors),
         ),
     ];
     let mut rng = Rng::new(0xca91);

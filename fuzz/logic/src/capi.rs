@@ -3,8 +3,14 @@
 //! covers all of its `malloc_usable_size` bytes: they are filled with the pattern (so
 //! they must be writable), checked when it is freed and must not overlap another block.
 //!
-//! An operation is an opcode byte, a slot byte (`% SLOTS`; ignored by trim and huge
-//! requests) and its other fields. Sizes are encoded as in `codec.rs` but start at 0.
+//! `errno` is set to a value no function here sets before every call: a call that
+//! succeeds (also `free`, `malloc_usable_size`, `malloc_trim` and the statistics) must
+//! leave it alone, and one that fails must set what POSIX says (`posix_memalign` returns
+//! it instead). Helper threads (`helpers.rs`) call the same functions under the same
+//! checks.
+//!
+//! An operation is an opcode byte, a slot byte (`% SLOTS`; ignored by trim, statistics and
+//! huge requests) and its other fields. Sizes are encoded as in `codec.rs` but start at 0.
 //!
 //! | opcode   | operation          | other fields                                  |
 //! |----------|--------------------|-----------------------------------------------|
@@ -21,12 +27,18 @@
 //! | 216..232 | free_sized         |                                               |
 //! | 232..240 | huge request       | which function and size                       |
 //! | 240..250 | check              |                                               |
-//! | 250..256 | malloc_trim        |                                               |
+//! | 250..252 | malloc_trim        |                                               |
+//! | 252      | stats              | (`ebbmalloc_stats`, which walks every thread's cache) |
+//! | 253..256 | helper thread      | (the slot byte / `SLOTS` picks the [`ThreadKind`]) |
+//!
+//! Alignment bytes below 224 give powers of two up to 2 MiB.
 
 use crate::codec::{push_size, selector, Reader};
+use crate::helpers::{self, Handed, Heap, Helpers, ThreadKind};
 use crate::ops::SLOTS;
 use crate::pattern;
 use crate::shadow::Shadow;
+use crate::watchdog;
 use core::ffi::{c_int, c_void};
 use ebbmalloc::c_abi;
 use std::fmt;
@@ -161,6 +173,13 @@ pub enum CapiOp {
         slot: u8,
     },
     MallocTrim,
+    /// `ebbmalloc_stats`.
+    Stats,
+    /// Start a helper thread of `kind`, handing it the slot's block (if any) when it frees.
+    Thread {
+        slot: u8,
+        kind: ThreadKind,
+    },
 }
 
 const MALLOC: u8 = 0;
@@ -177,6 +196,8 @@ const FREE_SIZED: u8 = 216;
 const HUGE: u8 = 232;
 const CHECK: u8 = 240;
 const MALLOC_TRIM: u8 = 250;
+const STATS: u8 = 252;
+const THREAD: u8 = 253;
 
 /// A selector byte at or above this picks from a table of odd alignments.
 const ODD_ALIGNMENTS: u8 = 224;
@@ -185,7 +206,7 @@ const OVERFLOW: u8 = 255;
 
 fn posix_alignment(byte: u8) -> usize {
     if byte < ODD_ALIGNMENTS {
-        8 << (byte % 18)
+        8 << (byte % 19)
     } else {
         BAD_POSIX_ALIGNMENTS[byte as usize % BAD_POSIX_ALIGNMENTS.len()]
     }
@@ -193,7 +214,7 @@ fn posix_alignment(byte: u8) -> usize {
 
 fn any_alignment(byte: u8) -> usize {
     if byte < ODD_ALIGNMENTS {
-        1 << (byte % 21)
+        1 << (byte % 22)
     } else {
         NOT_POWERS_OF_TWO[byte as usize % NOT_POWERS_OF_TWO.len()]
     }
@@ -243,7 +264,7 @@ impl CapiOp {
 
     fn decode(r: &mut Reader<'_>) -> Option<CapiOp> {
         let code = r.byte()?;
-        let slot = r.slot(SLOTS)?;
+        let (slot, slot_byte) = r.slot(SLOTS)?;
         Some(match code {
             MALLOC..CALLOC => CapiOp::Malloc {
                 slot,
@@ -300,7 +321,12 @@ impl CapiOp {
                 CapiOp::Huge { slot, call, size }
             }
             CHECK..MALLOC_TRIM => CapiOp::Check { slot },
-            MALLOC_TRIM..=u8::MAX => CapiOp::MallocTrim,
+            MALLOC_TRIM..STATS => CapiOp::MallocTrim,
+            STATS..THREAD => CapiOp::Stats,
+            THREAD..=u8::MAX => CapiOp::Thread {
+                slot,
+                kind: ThreadKind::decode(slot_byte, SLOTS),
+            },
         })
     }
 
@@ -369,6 +395,8 @@ impl CapiOp {
                 CapiOp::Check { slot } => out.extend([CHECK, slot]),
                 // The slot byte is read and ignored.
                 CapiOp::MallocTrim => out.extend([MALLOC_TRIM, 0]),
+                CapiOp::Stats => out.extend([STATS, 0]),
+                CapiOp::Thread { slot, kind } => out.extend([THREAD, kind.encode(slot, SLOTS)]),
             }
         }
         out
@@ -379,19 +407,30 @@ impl CapiOp {
 /// results, `errno` and the shadow model; frees every block at the end. Panics on a
 /// violation.
 pub fn run_capi(data: &[u8]) {
-    let mut worker = CapiWorker {
-        shadow: Shadow::new(),
-        slots: [const { None }; SLOTS],
-        at: None,
-    };
-    for (index, op) in CapiOp::decode_all(data).into_iter().enumerate() {
-        worker.at = Some((index, op));
-        worker.apply(op);
-    }
-    worker.at = None;
-    for slot in 0..SLOTS {
-        worker.free_slot(slot as u8, "freeing what is left at the end");
-    }
+    let _watch = watchdog::watch();
+    let shadow = Shadow::new();
+    std::thread::scope(|scope| {
+        let _busy = helpers::busy();
+        let mut worker = CapiWorker {
+            shadow: &shadow,
+            helpers: Helpers {
+                scope,
+                shadow: &shadow,
+                heap: CAbi,
+            },
+            slots: [const { None }; SLOTS],
+            at: None,
+        };
+        for (index, op) in CapiOp::decode_all(data).into_iter().enumerate() {
+            worker.at = Some((index, op));
+            worker.apply(op);
+            watchdog::progress();
+        }
+        worker.at = None;
+        for slot in 0..SLOTS {
+            worker.free_slot(slot as u8, "freeing what is left at the end");
+        }
+    });
 }
 
 /// A live C block of the model: `size` bytes asked for, `usable` bytes it has.
@@ -465,13 +504,100 @@ fn set_errno(value: c_int) {
 /// An `errno` value no function here sets, to see that one was left alone.
 const UNTOUCHED: c_int = libc::EDOM;
 
-struct CapiWorker {
-    shadow: Shadow,
+/// Calls `call` with `errno` set to [`UNTOUCHED`]: a call that `succeeded` (by its result)
+/// must leave it so. Returns the result, or says what was wrong.
+fn quietly<T: fmt::Debug>(
+    call: impl FnOnce() -> T,
+    succeeded: impl FnOnce(&T) -> bool,
+) -> Result<T, String> {
+    set_errno(UNTOUCHED);
+    let result = call();
+    let found = errno();
+    if !succeeded(&result) {
+        Err(format!("failed, returning {result:?}, errno {found}"))
+    } else if found != UNTOUCHED {
+        Err(format!(
+            "succeeded, returning {result:?}, but changed errno from {UNTOUCHED} to {found}"
+        ))
+    } else {
+        Ok(result)
+    }
+}
+
+/// The C functions, as helper threads call them: `malloc` (`posix_memalign` beyond its
+/// alignment), `realloc`, `free`, `malloc_trim` and `ebbmalloc_stats`, under
+/// [`quietly`].
+#[derive(Clone, Copy)]
+struct CAbi;
+
+impl CAbi {
+    fn quietly<T: fmt::Debug>(
+        what: &str,
+        call: impl FnOnce() -> T,
+        succeeded: impl FnOnce(&T) -> bool,
+    ) -> T {
+        quietly(call, succeeded).unwrap_or_else(|wrong| panic!("ebbmalloc fuzz: {what}: {wrong}"))
+    }
+}
+
+impl Heap for CAbi {
+    fn allocate(self, size: usize, align: usize, what: &str) -> *mut u8 {
+        if align <= Expect::malloc(size).align {
+            return Self::quietly(what, || c_abi::malloc(size), |p| !p.is_null()).cast();
+        }
+        let mut out = std::ptr::null_mut();
+        // SAFETY: `out` is valid for a pointer write.
+        let call = || unsafe { c_abi::posix_memalign(&mut out, align, size) };
+        Self::quietly(what, call, |&code| code == 0);
+        out.cast()
+    }
+
+    unsafe fn reallocate(
+        self,
+        ptr: *mut u8,
+        _size: usize,
+        _align: usize,
+        new_size: usize,
+        what: &str,
+    ) -> *mut u8 {
+        // SAFETY: the caller's promise.
+        let call = || unsafe { c_abi::realloc(ptr.cast(), new_size) };
+        Self::quietly(what, call, |p| !p.is_null()).cast()
+    }
+
+    fn realloc_align(self, _align: usize) -> usize {
+        Expect::malloc(usize::MAX).align
+    }
+
+    unsafe fn deallocate(self, ptr: *mut u8, _size: usize, _align: usize, what: &str) {
+        // SAFETY: the caller's promise.
+        Self::quietly(what, || unsafe { c_abi::free(ptr.cast()) }, |_| true);
+    }
+
+    fn trim(self, what: &str) {
+        Self::quietly(what, || c_abi::malloc_trim(0), |_| true);
+    }
+
+    fn stats(self, what: &str) {
+        Self::quietly(what, c_stats, |_| true);
+    }
+}
+
+/// `ebbmalloc_stats`, into a struct nobody reads.
+fn c_stats() {
+    let mut stats = c_abi::CStats::default();
+    // SAFETY: `stats` is valid for the write.
+    unsafe { c_abi::stats(&mut stats) };
+}
+
+struct CapiWorker<'s, 'e> {
+    shadow: &'e Shadow,
+    helpers: Helpers<'s, 'e, CAbi>,
     slots: [Option<CBlock>; SLOTS],
     at: Option<(usize, CapiOp)>,
 }
 
-impl CapiWorker {
+impl CapiWorker<'_, '_> {
     fn apply(&mut self, op: CapiOp) {
         match op {
             CapiOp::Malloc { slot, size } => {
@@ -541,7 +667,9 @@ impl CapiWorker {
                     self.free_slot(slot, "free");
                 } else {
                     // SAFETY: freeing null does nothing.
-                    unsafe { c_abi::free(std::ptr::null_mut()) };
+                    self.quietly("free(NULL)", || unsafe {
+                        c_abi::free(std::ptr::null_mut())
+                    });
                 }
             }
             CapiOp::FreeSized { slot } => match self.slots[slot as usize].take() {
@@ -552,26 +680,61 @@ impl CapiWorker {
                         c_abi::free_sized(ptr, size)
                     });
                 }
-                // SAFETY: freeing null does nothing.
-                None => unsafe { c_abi::free_sized(std::ptr::null_mut(), 0) },
+                None => {
+                    // SAFETY: freeing null does nothing.
+                    let call = || unsafe { c_abi::free_sized(std::ptr::null_mut(), 0) };
+                    self.quietly("free_sized(NULL)", call);
+                }
             },
             CapiOp::Huge { slot, call, size } => self.huge(slot, call, size),
             CapiOp::Check { slot } => {
                 if let Some(block) = &self.slots[slot as usize] {
                     self.check(block, block.usable, "check");
+                    let ptr = block.ptr.cast();
                     // SAFETY: a live block.
-                    let usable = unsafe { c_abi::malloc_usable_size(block.ptr.cast()) };
+                    let usable = self.quietly("malloc_usable_size", || unsafe {
+                        c_abi::malloc_usable_size(ptr)
+                    });
                     if usable != block.usable {
                         self.fail(format_args!("{block}: usable size now {usable}"));
                     }
                 }
             }
             CapiOp::MallocTrim => {
-                let released = c_abi::malloc_trim(0);
+                let released = self.quietly("malloc_trim", || c_abi::malloc_trim(0));
                 if released != 0 && released != 1 {
                     self.fail(format_args!("malloc_trim returned {released}"));
                 }
             }
+            CapiOp::Stats => self.quietly("ebbmalloc_stats", c_stats),
+            CapiOp::Thread { slot, kind } => {
+                let block = match self.slots[slot as usize].take() {
+                    Some(block) if kind.frees() => Some(self.hand_over(block)),
+                    other => {
+                        self.slots[slot as usize] = other;
+                        None
+                    }
+                };
+                let seed = self.at.map_or(0, |(index, _)| index as u64) << 8 | slot as u64;
+                self.helpers.spawn(kind, block, seed);
+            }
+        }
+    }
+
+    /// Calls `call`, which cannot fail, under [`quietly`].
+    fn quietly<T: fmt::Debug>(&self, what: &str, call: impl FnOnce() -> T) -> T {
+        quietly(call, |_| true).unwrap_or_else(|wrong| self.fail(format_args!("{what}: {wrong}")))
+    }
+
+    /// Checks `block` and takes it out of the model, for a helper thread to free.
+    fn hand_over(&self, block: CBlock) -> Handed {
+        self.check(&block, block.usable, "handing over to a helper thread");
+        self.shadow.remove(block.ptr as usize);
+        self.shadow.release(block.size);
+        Handed {
+            ptr: block.ptr,
+            size: block.size,
+            align: Expect::malloc(block.size).align,
         }
     }
 
@@ -596,10 +759,8 @@ impl CapiWorker {
             return;
         }
         let mut out = std::ptr::null_mut();
-        let ptr = call(&mut out);
-        if ptr.is_null() {
-            self.fail(format_args!("returned null, errno {}", errno()));
-        }
+        let ptr = quietly(|| call(&mut out), |ptr| !ptr.is_null())
+            .unwrap_or_else(|wrong| self.fail(format_args!("{wrong}")));
         let block = self.adopt(ptr.cast(), &expect, self.shadow.new_tag(), 0);
         self.slots[slot as usize] = Some(block);
     }
@@ -684,13 +845,10 @@ impl CapiWorker {
         let kept = block.size.min(size);
         self.shadow.remove(block.ptr as usize);
         // SAFETY: a live block; on success it is ours no more.
-        let ptr = unsafe { c_abi::realloc(block.ptr.cast(), size) };
-        if ptr.is_null() {
-            self.fail(format_args!(
-                "realloc of {block} to {size} returned null, errno {}",
-                errno()
-            ));
-        }
+        let call = || unsafe { c_abi::realloc(block.ptr.cast(), size) };
+        let ptr = quietly(call, |ptr| !ptr.is_null()).unwrap_or_else(|wrong| {
+            self.fail(format_args!("realloc of {block} to {size} {wrong}"))
+        });
         if size < block.size {
             self.shadow.release(block.size - size);
         }
@@ -769,11 +927,11 @@ impl CapiWorker {
         }
     }
 
-    /// Checks `block`'s contents, forgets it, and hands it to `free`.
+    /// Checks `block`'s contents, forgets it, and hands it to `free` (under [`quietly`]).
     fn release(&self, block: CBlock, what: &str, free: impl FnOnce(*mut c_void)) {
         self.check(&block, block.usable, what);
         self.shadow.remove(block.ptr as usize);
-        free(block.ptr.cast());
+        self.quietly(what, || free(block.ptr.cast()));
         self.shadow.release(block.size);
     }
 

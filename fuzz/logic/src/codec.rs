@@ -3,16 +3,22 @@
 //!
 //! A size is a tier byte and a 24-bit value: tiers 0..200 are small (up to 8 << (tier % 10)
 //! bytes, 8 B to 4 KiB), 200..250 medium (up to 256 KiB, across the largest size classes
-//! and into large blocks), 250..=255 huge (up to 4 MiB). Random bytes thus give mostly
-//! small sizes, some up to 256 KiB and a few up to 4 MiB.
+//! and into large blocks), 250..255 huge (up to 4 MiB) and 255 giant (up to 32 MiB, past
+//! the 16 MiB limit of the large-mapping cache; the value is in 2-byte units). Random bytes
+//! thus give mostly small sizes, some up to 256 KiB, a few up to 4 MiB and rarely more.
 
 /// Exclusive upper bound of a medium size (above `min`).
 pub(crate) const MEDIUM_SPAN: usize = 256 << 10;
 /// Exclusive upper bound of a huge size (above `min`).
 pub(crate) const HUGE_SPAN: usize = 4 << 20;
+/// Exclusive upper bound of a giant size (above `min`).
+pub(crate) const GIANT_SPAN: usize = 32 << 20;
 
 const MEDIUM_TIER: u8 = 200;
 const HUGE_TIER: u8 = 250;
+const GIANT_TIER: u8 = 255;
+/// A giant size's value counts units of this many bytes (24 bits hold 16 Mi of them).
+const GIANT_UNIT: usize = GIANT_SPAN >> 24;
 /// The small tier whose span is 4 KiB.
 const SMALL_TIER_4K: u8 = 9;
 
@@ -21,7 +27,17 @@ fn span(tier: u8) -> usize {
     match tier {
         0..MEDIUM_TIER => 8 << (tier % 10),
         MEDIUM_TIER..HUGE_TIER => MEDIUM_SPAN,
-        HUGE_TIER..=u8::MAX => HUGE_SPAN,
+        HUGE_TIER..GIANT_TIER => HUGE_SPAN,
+        GIANT_TIER => GIANT_SPAN,
+    }
+}
+
+/// Bytes per unit of a tier's value.
+fn unit(tier: u8) -> usize {
+    if tier == GIANT_TIER {
+        GIANT_UNIT
+    } else {
+        1
     }
 }
 
@@ -42,34 +58,39 @@ impl<'a> Reader<'a> {
         Some(first)
     }
 
-    /// A slot index below `slots`.
-    pub(crate) fn slot(&mut self, slots: usize) -> Option<u8> {
-        Some((self.byte()? as usize % slots) as u8)
+    /// A slot index below `slots`, and the byte it came from (whose quotient by `slots`
+    /// some operations use).
+    pub(crate) fn slot(&mut self, slots: usize) -> Option<(u8, u8)> {
+        let byte = self.byte()?;
+        Some(((byte as usize % slots) as u8, byte))
     }
 
     /// A size of at least `min` bytes (see the module docs).
     pub(crate) fn size(&mut self, min: usize) -> Option<usize> {
         let tier = self.byte()?;
         let value = u32::from_le_bytes([self.byte()?, self.byte()?, self.byte()?, 0]) as usize;
-        Some(min + value % span(tier))
+        Some(min + value * unit(tier) % span(tier))
     }
 }
 
-/// Appends the encoding of `size` (at least `min`, less than `min + HUGE_SPAN`).
+/// Appends the encoding of `size` (at least `min`, less than `min + GIANT_SPAN`; from
+/// `min + HUGE_SPAN` on, `size - min` even).
 pub(crate) fn push_size(out: &mut Vec<u8>, size: usize, min: usize) {
     let value = size
         .checked_sub(min)
-        .filter(|&value| value < HUGE_SPAN)
+        .filter(|&value| value < HUGE_SPAN || (value < GIANT_SPAN && value % GIANT_UNIT == 0))
         .unwrap_or_else(|| panic!("size {size} cannot be encoded above {min}"));
     let tier = if value < span(SMALL_TIER_4K) {
         SMALL_TIER_4K
     } else if value < MEDIUM_SPAN {
         MEDIUM_TIER
-    } else {
+    } else if value < HUGE_SPAN {
         HUGE_TIER
+    } else {
+        GIANT_TIER
     };
     out.push(tier);
-    out.extend_from_slice(&(value as u32).to_le_bytes()[..3]);
+    out.extend_from_slice(&((value / unit(tier)) as u32).to_le_bytes()[..3]);
 }
 
 /// The byte that `decode` maps to `want`, for encoders of one-byte selectors.
@@ -94,6 +115,9 @@ mod tests {
                 min + MEDIUM_SPAN - 1,
                 min + MEDIUM_SPAN,
                 min + HUGE_SPAN - 1,
+                min + HUGE_SPAN,
+                min + (24 << 20),
+                min + GIANT_SPAN - 2,
             ] {
                 let mut bytes = Vec::new();
                 push_size(&mut bytes, size, min);

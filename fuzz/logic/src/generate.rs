@@ -1,10 +1,10 @@
 //! Deterministic generation of operation sequences, for the tests that run the targets'
 //! logic on stable and for the seed corpus. Unlike random bytes, generated sequences use
-//! few slots, so reallocations, frees and hand-offs mostly hit live blocks.
+//! few slots, so reallocations, frees, hand-offs and helper threads mostly hit live blocks.
 
 use crate::capi::{BAD_POSIX_ALIGNMENTS, HUGE_CALLS, HUGE_SIZES, NOT_POWERS_OF_TWO};
-use crate::codec::{HUGE_SPAN, MEDIUM_SPAN};
-use crate::{CapiOp, Op};
+use crate::codec::{GIANT_SPAN, HUGE_SPAN, MEDIUM_SPAN};
+use crate::{CapiOp, Op, ThreadKind};
 
 /// A small deterministic generator (xorshift64*).
 pub struct Rng(u64);
@@ -33,19 +33,22 @@ impl Rng {
         (0..len).map(|_| self.next_u64() as u8).collect()
     }
 
-    /// A size of at least `min`: mostly under 1 KiB, some up to 256 KiB, a few up to 4 MiB.
+    /// A size of at least `min`: mostly under 1 KiB, some up to 256 KiB, a few up to 4 MiB
+    /// and rarely up to 32 MiB.
     fn size(&mut self, min: usize) -> usize {
-        min + match self.below(100) {
-            0..=79 => self.below(1024),
-            80..=96 => self.below(MEDIUM_SPAN),
-            _ => self.below(HUGE_SPAN),
+        min + match self.below(200) {
+            0..=159 => self.below(1024),
+            160..=193 => self.below(MEDIUM_SPAN),
+            194..=198 => self.below(HUGE_SPAN),
+            // Giant sizes are encoded in 2-byte units.
+            _ => (HUGE_SPAN + self.below(GIANT_SPAN - HUGE_SPAN)) & !1,
         }
     }
 
-    /// Mostly 1..16, sometimes any power of two up to 1 MiB.
+    /// Mostly 1..16, sometimes any power of two up to 2 MiB.
     fn align(&mut self) -> usize {
         if self.below(4) == 0 {
-            1 << self.below(21)
+            1 << self.below(22)
         } else {
             1 << self.below(5)
         }
@@ -88,10 +91,15 @@ pub fn ops(rng: &mut Rng, count: usize, slots: usize) -> Vec<Op> {
                     size: rng.size(1),
                 },
                 60..=79 => Op::Dealloc { slot },
-                80..=84 => Op::Check { slot },
-                85..=91 => Op::HandOff { slot },
-                92..=98 => Op::Adopt { slot },
-                _ => Op::Trim,
+                80..=83 => Op::Check { slot },
+                84..=89 => Op::HandOff { slot },
+                90..=95 => Op::Adopt { slot },
+                96 => Op::Trim,
+                97 => Op::Stats,
+                _ => Op::Spawn {
+                    slot,
+                    kind: rng.pick(&ThreadKind::ALL),
+                },
             }
         })
         .collect()
@@ -124,7 +132,7 @@ pub fn capi_ops(rng: &mut Rng, count: usize, slots: usize) -> Vec<CapiOp> {
                     align: if rng.below(4) == 0 {
                         rng.pick(&BAD_POSIX_ALIGNMENTS)
                     } else {
-                        8 << rng.below(18)
+                        8 << rng.below(19)
                     },
                     size: rng.size(0),
                 },
@@ -153,18 +161,23 @@ pub fn capi_ops(rng: &mut Rng, count: usize, slots: usize) -> Vec<CapiOp> {
                     call: rng.pick(&HUGE_CALLS),
                     size: rng.pick(&HUGE_SIZES),
                 },
-                93..=97 => CapiOp::Check { slot },
-                _ => CapiOp::MallocTrim,
+                93..=95 => CapiOp::Check { slot },
+                96 => CapiOp::MallocTrim,
+                97 => CapiOp::Stats,
+                _ => CapiOp::Thread {
+                    slot,
+                    kind: rng.pick(&ThreadKind::ALL),
+                },
             }
         })
         .collect()
 }
 
-/// One time in four an alignment that is not a power of two, else one up to 1 MiB.
+/// One time in four an alignment that is not a power of two, else one up to 2 MiB.
 fn odd_or_power(rng: &mut Rng) -> usize {
     if rng.below(4) == 0 {
         rng.pick(&NOT_POWERS_OF_TWO)
     } else {
-        1 << rng.below(21)
+        1 << rng.below(22)
     }
 }

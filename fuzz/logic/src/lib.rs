@@ -7,11 +7,20 @@
 //! allocator (the process's global allocator stays the system one):
 //!
 //! - [`run_ops`]: alloc / alloc_zeroed / realloc / dealloc on an [`ebbmalloc::EbbMalloc`]
-//!   value called directly through `GlobalAlloc`, plus `ebbmalloc::trim()`;
+//!   value called directly through `GlobalAlloc`, plus `ebbmalloc::trim()` and
+//!   `ebbmalloc::stats()`;
 //! - [`run_threads`]: two such streams on two threads that hand live blocks to each other,
 //!   so blocks are reallocated and freed by the thread that did not allocate them;
 //! - [`run_capi`]: the C functions of [`ebbmalloc::c_abi`], with their edge cases (`realloc`
-//!   to 0 and from null, overflowing `calloc` and `reallocarray`, bad alignments, `errno`).
+//!   to 0 and from null, overflowing `calloc` and `reallocarray`, bad alignments), and
+//!   `errno` checked after every call: as POSIX says after a failure, unchanged after a
+//!   success.
+//!
+//! Every target also starts helper threads ([`ThreadKind`]): threads that never allocate,
+//! that only free a block handed to them (also detached raw pthreads, and from the last
+//! round of pthread-key destructors), that trim and walk the statistics, or that map, move
+//! and unmap large blocks beside the streams. A run that stops making progress for a
+//! minute aborts the process (a hang is reported like a crash).
 //!
 //! The model checks, for every live block: its alignment; that it overlaps no other live
 //! block (a map of live ranges); its full contents, a pattern per block written when it is
@@ -26,11 +35,16 @@
 mod capi;
 mod codec;
 pub mod generate;
+mod helpers;
 mod ops;
 mod pattern;
+mod settings;
 mod shadow;
+mod watchdog;
 mod worker;
 
 pub use capi::{run_capi, CapiOp, HugeCall};
+pub use helpers::ThreadKind;
 pub use ops::{encode_threads, split_threads, Op, SLOTS};
+pub use settings::{SettingsMode, SETTINGS_MODES};
 pub use worker::{run_ops, run_threads};

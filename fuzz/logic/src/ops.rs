@@ -1,9 +1,9 @@
 //! The operations of the `ops` and `threads` targets and their byte encoding.
 //!
-//! An operation is an opcode byte, a slot byte (`% SLOTS`; ignored by trim) and its other
-//! fields; the opcode's range picks the operation, so every byte string decodes (random
-//! bytes give about 31% alloc, 12% alloc_zeroed, 20% realloc, 23% dealloc and a few
-//! checks, hand-offs and trims).
+//! An operation is an opcode byte, a slot byte (`% SLOTS`; ignored by trim and stats) and
+//! its other fields; the opcode's range picks the operation, so every byte string decodes
+//! (random bytes give about 31% alloc, 12% alloc_zeroed, 20% realloc, 23% dealloc and a few
+//! checks, hand-offs, trims, statistics walks and helper threads).
 //!
 //! | opcode   | operation    | other fields              |
 //! |----------|--------------|---------------------------|
@@ -14,12 +14,15 @@
 //! | 220..230 | check        |                           |
 //! | 230..240 | hand off     |                           |
 //! | 240..250 | adopt        |                           |
-//! | 250..256 | trim         |                           |
+//! | 250..252 | trim         |                           |
+//! | 252      | stats        |                           |
+//! | 253..256 | spawn        | (the slot byte / `SLOTS` picks the [`ThreadKind`]) |
 //!
 //! An alignment byte below 160 gives 1..16 (`1 << (b % 5)`), the others any power of two
-//! up to 1 MiB (`1 << (b % 21)`).
+//! up to 2 MiB (`1 << (b % 22)`).
 
 use crate::codec::{push_size, selector, Reader};
+use crate::helpers::ThreadKind;
 
 /// Blocks each op stream (thread) holds at most, in numbered slots.
 pub const SLOTS: usize = 32;
@@ -33,7 +36,7 @@ pub enum Op {
         slot: u8,
         /// Bytes, at least 1.
         size: usize,
-        /// A power of two up to 1 MiB.
+        /// A power of two up to 2 MiB.
         align: usize,
     },
     /// As `Alloc`, with `alloc_zeroed`.
@@ -42,7 +45,7 @@ pub enum Op {
         slot: u8,
         /// Bytes, at least 1.
         size: usize,
-        /// A power of two up to 1 MiB.
+        /// A power of two up to 2 MiB.
         align: usize,
     },
     /// Reallocate the slot's block, if any, to `size` bytes.
@@ -74,6 +77,15 @@ pub enum Op {
     },
     /// Call `ebbmalloc::trim()`.
     Trim,
+    /// Take the statistics (`ebbmalloc::stats()`), which walks every thread's cache.
+    Stats,
+    /// Start a helper thread of `kind`, handing it the slot's block (if any) when it frees.
+    Spawn {
+        /// The slot.
+        slot: u8,
+        /// What the thread does.
+        kind: ThreadKind,
+    },
 }
 
 const ALLOC: u8 = 0;
@@ -84,13 +96,15 @@ const CHECK: u8 = 220;
 const HAND_OFF: u8 = 230;
 const ADOPT: u8 = 240;
 const TRIM: u8 = 250;
+const STATS: u8 = 252;
+const SPAWN: u8 = 253;
 
 /// The alignment an alignment byte selects.
 fn align(byte: u8) -> usize {
     if byte < 160 {
         1 << (byte % 5)
     } else {
-        1 << (byte % 21)
+        1 << (byte % 22)
     }
 }
 
@@ -103,7 +117,7 @@ impl Op {
 
     fn decode(r: &mut Reader<'_>) -> Option<Op> {
         let code = r.byte()?;
-        let slot = r.slot(SLOTS)?;
+        let (slot, slot_byte) = r.slot(SLOTS)?;
         Some(match code {
             ALLOC..ALLOC_ZEROED => {
                 let size = r.size(1)?;
@@ -129,12 +143,17 @@ impl Op {
             CHECK..HAND_OFF => Op::Check { slot },
             HAND_OFF..ADOPT => Op::HandOff { slot },
             ADOPT..TRIM => Op::Adopt { slot },
-            TRIM..=u8::MAX => Op::Trim,
+            TRIM..STATS => Op::Trim,
+            STATS..SPAWN => Op::Stats,
+            SPAWN..=u8::MAX => Op::Spawn {
+                slot,
+                kind: ThreadKind::decode(slot_byte, SLOTS),
+            },
         })
     }
 
-    /// The bytes that decode to `ops` (slots below [`SLOTS`], sizes from 1 to 4 MiB,
-    /// power-of-two alignments up to 1 MiB).
+    /// The bytes that decode to `ops` (slots below [`SLOTS`], sizes from 1 to 32 MiB, odd
+    /// above 4 MiB, power-of-two alignments up to 2 MiB).
     pub fn encode(ops: &[Op]) -> Vec<u8> {
         let mut out = Vec::new();
         for op in ops {
@@ -159,6 +178,8 @@ impl Op {
                 Op::Adopt { slot } => out.extend([ADOPT, slot]),
                 // The slot byte is read and ignored.
                 Op::Trim => out.extend([TRIM, 0]),
+                Op::Stats => out.extend([STATS, 0]),
+                Op::Spawn { slot, kind } => out.extend([SPAWN, kind.encode(slot, SLOTS)]),
             }
         }
         out
@@ -204,6 +225,11 @@ mod tests {
                 align: 1 << 20,
             },
             Op::Alloc {
+                slot: 30,
+                size: (24 << 20) + 1,
+                align: 2 << 20,
+            },
+            Op::Alloc {
                 slot: 5,
                 size: 200_000,
                 align: 64,
@@ -217,7 +243,11 @@ mod tests {
             Op::HandOff { slot: 9 },
             Op::Adopt { slot: 10 },
             Op::Trim,
-        ];
+            Op::Stats,
+        ]
+        .into_iter()
+        .chain(ThreadKind::ALL.map(|kind| Op::Spawn { slot: 11, kind }))
+        .collect::<Vec<_>>();
         assert_eq!(Op::decode_all(&Op::encode(&ops)), ops);
     }
 

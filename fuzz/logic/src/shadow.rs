@@ -1,9 +1,11 @@
 //! The shadow model's shared part: the live ranges (to catch two live blocks that
-//! overlap), the tags that seed each block's contents, and a budget of live bytes.
+//! overlap), the tags that seed each block's contents, a budget of live bytes, and what
+//! ebbmalloc itself says of a live block ([`owned_bytes`]).
 //!
 //! A block's range is removed *before* it is handed back to ebbmalloc and inserted *after*
 //! ebbmalloc hands it out, so with several threads an overlap is always a real one.
 
+use ebbmalloc::c_abi;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -104,6 +106,19 @@ impl Shadow {
             "fuzz harness bug: no live range starts at {start:#x}"
         );
     }
+}
+
+/// The bytes ebbmalloc says the live block at `ptr` has, asked through the C ABI, which
+/// looks the pointer up in the chunk map before it reads a header: a live block whose
+/// chunk is no longer in the map (as when a moved mapping's late removal erased a newer
+/// mapping's or arena's entry) ends the process there with `malloc_usable_size():
+/// invalid pointer`, as its `free` would later. Blocks of the Rust API are asked too.
+///
+/// # Safety
+/// `ptr` is a live block of ebbmalloc's.
+pub(crate) unsafe fn owned_bytes(ptr: *mut u8) -> usize {
+    // SAFETY: the caller's promise.
+    unsafe { c_abi::malloc_usable_size(ptr.cast()) }
 }
 
 #[cfg(test)]

@@ -1,41 +1,107 @@
 //! The `ops` and `threads` targets: op streams applied to an `EbbMalloc` value through
-//! `GlobalAlloc`, each by a [`Worker`] that keeps the shadow of its slots' blocks.
+//! `GlobalAlloc`, each by a [`Worker`] that keeps the shadow of its slots' blocks, and the
+//! helper threads they start (`helpers.rs`), which call `EbbMalloc` the same way.
 
+use crate::helpers::{self, Handed, Heap, Helpers};
 use crate::ops::{split_threads, Op, SLOTS};
 use crate::pattern;
-use crate::shadow::Shadow;
+use crate::shadow::{owned_bytes, Shadow};
+use crate::watchdog;
 use ebbmalloc::EbbMalloc;
 use std::alloc::{GlobalAlloc, Layout};
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Barrier, Mutex};
+use std::thread::Scope;
 
 /// Decodes `data` into operations and applies them to `EbbMalloc`, checking each result
 /// against the shadow model; frees every block at the end. Panics on a violation.
 pub fn run_ops(data: &[u8]) {
+    let _watch = watchdog::watch();
     let shared = Shared::new();
-    Worker::new("ops", &shared).run(&Op::decode_all(data));
-    shared.free_handed_off();
+    std::thread::scope(|scope| {
+        Worker::new("ops", &shared, scope).run(&Op::decode_all(data));
+        shared.free_handed_off(scope);
+    });
 }
 
 /// Splits `data` into two op streams (see [`crate::split_threads`]) and runs them on two
 /// threads at once; blocks handed off by one are checked, reallocated and freed by the
 /// other. Panics on a violation.
 pub fn run_threads(data: &[u8]) {
+    let _watch = watchdog::watch();
     let (first, second) = split_threads(data);
     let (first, second) = (Op::decode_all(first), Op::decode_all(second));
     let shared = Shared::new();
     let start = Barrier::new(2);
     std::thread::scope(|scope| {
-        for (name, ops) in [("thread A", &first), ("thread B", &second)] {
-            let (shared, start) = (&shared, &start);
-            scope.spawn(move || {
-                start.wait();
-                Worker::new(name, shared).run(ops);
-            });
+        let streams: Vec<_> = [("thread A", &first), ("thread B", &second)]
+            .into_iter()
+            .map(|(name, ops)| {
+                let (shared, start) = (&shared, &start);
+                scope.spawn(move || {
+                    start.wait();
+                    Worker::new(name, shared, scope).run(ops);
+                })
+            })
+            .collect();
+        for stream in streams {
+            if let Err(panic) = stream.join() {
+                std::panic::resume_unwind(panic);
+            }
         }
+        shared.free_handed_off(scope);
     });
-    shared.free_handed_off();
+}
+
+/// The Rust API, as helper threads call it.
+impl Heap for EbbMalloc {
+    fn allocate(self, size: usize, align: usize, what: &str) -> *mut u8 {
+        let layout = Layout::from_size_align(size, align).expect("valid helper layouts");
+        // SAFETY: the size is not zero.
+        let ptr = unsafe { GlobalAlloc::alloc(&self, layout) };
+        assert!(
+            !ptr.is_null(),
+            "ebbmalloc fuzz: {what}: alloc returned null for {layout:?}"
+        );
+        ptr
+    }
+
+    unsafe fn reallocate(
+        self,
+        ptr: *mut u8,
+        size: usize,
+        align: usize,
+        new_size: usize,
+        what: &str,
+    ) -> *mut u8 {
+        let layout = Layout::from_size_align(size, align).expect("valid helper layouts");
+        // SAFETY: the caller's promise; the new size is far below `isize::MAX`.
+        let moved = unsafe { GlobalAlloc::realloc(&self, ptr, layout, new_size) };
+        assert!(
+            !moved.is_null(),
+            "ebbmalloc fuzz: {what}: realloc of {ptr:p} ({layout:?}) to {new_size} returned null"
+        );
+        moved
+    }
+
+    fn realloc_align(self, align: usize) -> usize {
+        align
+    }
+
+    unsafe fn deallocate(self, ptr: *mut u8, size: usize, align: usize, _what: &str) {
+        let layout = Layout::from_size_align(size, align).expect("valid helper layouts");
+        // SAFETY: the caller's promise.
+        unsafe { GlobalAlloc::dealloc(&self, ptr, layout) };
+    }
+
+    fn trim(self, _what: &str) {
+        ebbmalloc::trim();
+    }
+
+    fn stats(self, _what: &str) {
+        std::hint::black_box(ebbmalloc::stats());
+    }
 }
 
 /// A live block of the model.
@@ -99,36 +165,45 @@ impl Shared {
     }
 
     /// Checks and frees the blocks nobody adopted.
-    fn free_handed_off(&self) {
-        let mut worker = Worker::new("end of run", self);
+    fn free_handed_off<'s, 'e>(&'e self, scope: &'s Scope<'s, 'e>) {
+        let mut worker = Worker::new("end of run", self, scope);
         while let Some(block) = self.take_handed_off() {
             worker.free(block, "freeing a block left handed off");
         }
     }
 }
 
-/// One op stream's thread: its slots and the operation it is at, for messages.
-struct Worker<'a> {
+/// One op stream's thread: its slots, the operation it is at (for messages), and where
+/// its helper threads run.
+struct Worker<'s, 'e> {
     name: &'static str,
-    shared: &'a Shared,
+    shared: &'e Shared,
+    helpers: Helpers<'s, 'e, EbbMalloc>,
     slots: [Option<Block>; SLOTS],
     at: Option<(usize, Op)>,
 }
 
-impl<'a> Worker<'a> {
-    fn new(name: &'static str, shared: &'a Shared) -> Self {
+impl<'s, 'e> Worker<'s, 'e> {
+    fn new(name: &'static str, shared: &'e Shared, scope: &'s Scope<'s, 'e>) -> Self {
         Worker {
             name,
             shared,
+            helpers: Helpers {
+                scope,
+                shadow: &shared.shadow,
+                heap: EbbMalloc,
+            },
             slots: [const { None }; SLOTS],
             at: None,
         }
     }
 
     fn run(mut self, ops: &[Op]) {
+        let _busy = helpers::busy();
         for (index, &op) in ops.iter().enumerate() {
             self.at = Some((index, op));
             self.apply(op);
+            watchdog::progress();
         }
         self.at = None;
         for slot in 0..SLOTS {
@@ -173,6 +248,30 @@ impl<'a> Worker<'a> {
             Op::Trim => {
                 ebbmalloc::trim();
             }
+            Op::Stats => EbbMalloc.stats("stats"),
+            Op::Spawn { slot, kind } => {
+                let block = match self.slots[slot as usize].take() {
+                    Some(block) if kind.frees() => Some(self.hand_over(block)),
+                    other => {
+                        self.slots[slot as usize] = other;
+                        None
+                    }
+                };
+                let seed = self.at.map_or(0, |(index, _)| index as u64) << 8 | slot as u64;
+                self.helpers.spawn(kind, block, seed);
+            }
+        }
+    }
+
+    /// Checks `block` and takes it out of the model, for a helper thread to free.
+    fn hand_over(&self, block: Block) -> Handed {
+        self.check(&block, 0, block.size, "handing over to a helper thread");
+        self.shared.shadow.remove(block.ptr as usize);
+        self.shared.shadow.release(block.size);
+        Handed {
+            ptr: block.ptr,
+            size: block.size,
+            align: block.align,
         }
     }
 
@@ -280,8 +379,14 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Checks bytes `from..to` of `block` against its pattern.
+    /// Checks that ebbmalloc still knows `block` and bytes `from..to` of it against its
+    /// pattern.
     fn check(&self, block: &Block, from: usize, to: usize, what: &str) {
+        // SAFETY: a live block.
+        let usable = unsafe { owned_bytes(block.ptr) };
+        if usable < block.size {
+            self.fail(format_args!("{what}: {block} has {usable} usable bytes"));
+        }
         if let Some((at, expected)) =
             pattern::first_mismatch(&block.bytes()[from..to], block.tag, from)
         {

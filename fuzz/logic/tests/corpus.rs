@@ -1,10 +1,19 @@
 //! The fuzz targets' logic on stable, as CI runs it: each target over its checked-in seed
 //! corpus (`fuzz/corpus/<target>/seed-*`), over random bytes and over generated operation
-//! sequences, all from fixed seeds. Bounded to a few seconds in a debug build.
+//! sequences, all from fixed seeds; and the seed corpora again in a child process per
+//! settings mode (`SETTINGS_MODES`: ebbmalloc reads its environment once, at set-up).
+//! Bounded to a few seconds each in a debug build.
 
 use ebbmalloc_fuzz_logic::generate::{self, Rng};
-use ebbmalloc_fuzz_logic::{encode_threads, run_capi, run_ops, run_threads, CapiOp, Op};
+use ebbmalloc_fuzz_logic::{
+    encode_threads, run_capi, run_ops, run_threads, CapiOp, Op, SETTINGS_MODES,
+};
 use std::path::Path;
+use std::process::Command;
+
+/// Names the settings mode a child process of `seed_corpora_under_each_settings_mode`
+/// runs under.
+const MODE_VARIABLE: &str = "EBBMALLOC_FUZZ_SETTINGS_MODE";
 
 /// The seed inputs of `target`, by file name.
 fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
@@ -52,6 +61,54 @@ fn threads_over_the_seed_corpus() {
 
 #[test]
 fn capi_over_the_seed_corpus() {
+    run_seeds("capi", run_capi);
+}
+
+/// Runs this test binary's `seed_corpora_in_a_child` once per settings mode, in a child
+/// process with the mode's environment.
+#[test]
+fn seed_corpora_under_each_settings_mode() {
+    let this = std::env::current_exe().expect("the test binary's path");
+    for mode in SETTINGS_MODES {
+        let output = Command::new(&this)
+            .args(["--exact", "seed_corpora_in_a_child", "--nocapture"])
+            .args(["--test-threads", "1"])
+            .env(MODE_VARIABLE, mode.name)
+            .envs(mode.env.iter().copied())
+            .output()
+            .expect("the test binary starts");
+        let tail = |bytes: &[u8]| {
+            let text = String::from_utf8_lossy(bytes).into_owned();
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        };
+        assert!(
+            output.status.success(),
+            "settings mode {} ({:?}): {}\n--- stdout (end)\n{}\n--- stderr (end)\n{}",
+            mode.name,
+            mode.env,
+            output.status,
+            tail(&output.stdout),
+            tail(&output.stderr)
+        );
+    }
+}
+
+/// The three seed corpora, in a child process of `seed_corpora_under_each_settings_mode`
+/// (nothing otherwise); checks that the mode's settings are in force.
+#[test]
+fn seed_corpora_in_a_child() {
+    let Ok(name) = std::env::var(MODE_VARIABLE) else {
+        return;
+    };
+    let mode = SETTINGS_MODES
+        .iter()
+        .find(|mode| mode.name == name)
+        .unwrap_or_else(|| panic!("no settings mode {name}"));
+    let wrong = mode.not_in_force();
+    assert!(wrong.is_empty(), "mode {name}: not in force: {wrong:?}");
+    run_seeds("ops", run_ops);
+    run_seeds("threads", run_threads);
     run_seeds("capi", run_capi);
 }
 
