@@ -241,8 +241,6 @@ pub(crate) unsafe fn free(block: *mut u8, class: SizeClass) {
         unsafe { crate::hardened::on_free(block, class) };
     }
     let cache = this_thread();
-    // SAFETY: the caller hands over the block, a block of `class`.
-    unsafe { sanitizer::taken_back(block, class.size()) };
     let block = block as *mut Block;
     // SAFETY: the cache is this thread's; the caller hands the block over.
     unsafe {
@@ -253,8 +251,11 @@ pub(crate) unsafe fn free(block: *mut u8, class: SizeClass) {
         (*bin).room.store(room, Ordering::Relaxed);
         if room >= 0 {
             // Room means an active cache, whose copy of the mark is set.
+            // The mark is written while the block is still the program's, before the
+            // sanitizers are told it is ours.
             #[cfg(not(feature = "hardened"))]
             crate::block::mark_freed(block as *mut u8, (*cache).free_mark);
+            sanitizer::taken_back(block as *mut u8, class.size());
             set_next(block, (*bin).head);
             (*bin).head = block;
             return;
@@ -331,11 +332,13 @@ unsafe fn refill_and_take(cache: *mut ThreadCache, class: SizeClass) -> *mut u8 
 #[cold]
 #[inline(never)]
 unsafe fn free_slow(cache: *mut ThreadCache, class: SizeClass, block: *mut Block) {
-    // SAFETY: the caller hands over a block of ours that the program held.
-    #[cfg(not(feature = "hardened"))]
+    // SAFETY: the caller hands over a block of ours that the program held; it is the
+    // program's until the sanitizers are told otherwise, after the mark.
     unsafe {
-        crate::block::mark_freed(block as *mut u8, crate::block::free_mark())
-    };
+        #[cfg(not(feature = "hardened"))]
+        crate::block::mark_freed(block as *mut u8, crate::block::free_mark());
+        sanitizer::taken_back(block as *mut u8, class.size());
+    }
     // SAFETY: `cache` is this thread's cache (caller). The fast path took a unit of room
     // that the bin did not have: put it back.
     let (active, limit) = unsafe {
