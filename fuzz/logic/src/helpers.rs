@@ -94,6 +94,16 @@ impl ThreadKind {
             ThreadKind::Free | ThreadKind::RawFree | ThreadKind::FreeAtExit
         )
     }
+
+    /// The block of `slot` that a thread of this kind takes to free, leaving the slot
+    /// empty; `None` (and the slot as it was) for the kinds that free nothing.
+    pub(crate) fn take_block<B>(self, slot: &mut Option<B>) -> Option<B> {
+        if self.frees() {
+            slot.take()
+        } else {
+            None
+        }
+    }
 }
 
 /// The allocation functions a target drives, as its helper threads call them. Each

@@ -250,13 +250,9 @@ impl<'s, 'e> Worker<'s, 'e> {
             }
             Op::Stats => EbbMalloc.stats("stats"),
             Op::Spawn { slot, kind } => {
-                let block = match self.slots[slot as usize].take() {
-                    Some(block) if kind.frees() => Some(self.hand_over(block)),
-                    other => {
-                        self.slots[slot as usize] = other;
-                        None
-                    }
-                };
+                let block = kind
+                    .take_block(&mut self.slots[slot as usize])
+                    .map(|block| self.hand_over(block));
                 let seed = self.at.map_or(0, |(index, _)| index as u64) << 8 | slot as u64;
                 self.helpers.spawn(kind, block, seed);
             }
