@@ -74,8 +74,7 @@ fn fail_enomem() -> *mut c_void {
 }
 
 fn set_errno(code: c_int) {
-    // SAFETY: `__errno_location` returns this thread's errno slot.
-    unsafe { *libc::__errno_location() = code };
+    crate::os::set_errno(code);
 }
 
 /// `malloc(size)`.
@@ -241,8 +240,7 @@ pub unsafe fn posix_memalign(out: *mut *mut c_void, alignment: usize, size: usiz
 }
 
 fn errno() -> c_int {
-    // SAFETY: `__errno_location` returns this thread's errno slot.
-    unsafe { *libc::__errno_location() }
+    crate::os::errno()
 }
 
 /// `aligned_alloc(alignment, size)`.

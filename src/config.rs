@@ -8,17 +8,10 @@
 //! Rust programs can also change settings at any time with [`crate::configure`]; a value set
 //! that way wins over the environment.
 
+use crate::fatal::print_line;
+use crate::os;
+pub use crate::os::Purge;
 use crate::sync::{model_static, AtomicU64, Ordering};
-
-/// How pages that are no longer needed are handed back to the OS.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Purge {
-    /// `madvise(MADV_DONTNEED)`: the memory leaves the process's RSS at once.
-    DontNeed,
-    /// `madvise(MADV_FREE)`: the kernel reclaims the memory when it needs it; cheaper, but
-    /// RSS only drops under memory pressure.
-    Free,
-}
 
 /// One setting of the table.
 #[derive(Clone, Copy, Debug)]
@@ -174,21 +167,19 @@ pub(crate) fn read_environment() {
     for (index, info) in SETTINGS.iter().enumerate() {
         let mut name = [0u8; 64];
         name[..info.env.len()].copy_from_slice(info.env.as_bytes());
-        // SAFETY: `name` is NUL-terminated; getenv returns null or a C string it owns.
-        let raw = unsafe { libc::getenv(name.as_ptr() as *const libc::c_char) };
+        let text = core::ffi::CStr::from_bytes_until_nul(&name)
+            .ok()
+            .and_then(os::env_var);
         let default = parse(info, info.default.as_bytes()).unwrap_or(0);
-        let value = if raw.is_null() {
-            default
-        } else {
-            // SAFETY: a non-null getenv result is a NUL-terminated string.
-            let text = unsafe { core::ffi::CStr::from_ptr(raw) }.to_bytes();
-            match parse(info, text) {
+        let value = match text {
+            None => default,
+            Some(text) => match parse(info, text) {
                 Some(value) => value,
                 None => {
                     warn_bad_value(info);
                     default
                 }
-            }
+            },
         };
         // Leave values the program set before set-up alone.
         let _ =
@@ -242,15 +233,10 @@ fn trim_ascii(mut text: &[u8]) -> &[u8] {
 }
 
 fn warn_bad_value(info: &SettingInfo) {
-    let mut out = crate::stats::StackWriter::new();
-    let _ = core::fmt::write(
-        &mut out,
-        format_args!(
-            "ebbmalloc: warning: {} has an invalid value; using the default {}\n",
-            info.env, info.default
-        ),
-    );
-    out.write_to_stderr();
+    print_line(format_args!(
+        "ebbmalloc: warning: {} has an invalid value; using the default {}\n",
+        info.env, info.default
+    ));
 }
 
 /// Prints the settings in force (for `EBBMALLOC_VERBOSE=1`).
@@ -260,9 +246,9 @@ pub(crate) fn print_settings() {
         if let Kind::Purge = info.kind {
             // Shown as it is written in the environment, not as its stored number.
             let name = if value == 1 { "free" } else { "dontneed" };
-            crate::stats::print_line(format_args!("ebbmalloc: {} = {}\n", info.env, name));
+            print_line(format_args!("ebbmalloc: {} = {}\n", info.env, name));
         } else {
-            crate::stats::print_line(format_args!("ebbmalloc: {} = {}\n", info.env, value));
+            print_line(format_args!("ebbmalloc: {} = {}\n", info.env, value));
         }
     }
 }

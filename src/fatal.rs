@@ -1,5 +1,10 @@
-//! The way out when an invariant breaks or the program misuses the allocator: a message on
-//! stderr, written without allocating, then `abort`. Nothing in the allocator panics.
+//! Writing to stderr without allocating, and the way out when an invariant breaks or the
+//! program misuses the allocator: a message on stderr, then `abort`. Nothing in the
+//! allocator panics. Formatted lines ([`print_line`], for statistics, settings and
+//! warnings) go through a fixed buffer on the stack ([`StackWriter`]), never a `String`.
+
+use crate::os;
+use core::fmt::{self, Write};
 
 /// Writes `ebbmalloc: <message> 0x<address>` and a newline to stderr, then aborts.
 #[cold]
@@ -19,10 +24,42 @@ pub(crate) fn fatal(message: &str, address: usize) -> ! {
     len += write_hex(address, &mut line[len..]);
     line[len] = b'\n';
     len += 1;
-    // SAFETY: writing our own stack buffer to fd 2; failure to write changes nothing.
-    unsafe {
-        libc::write(2, line.as_ptr() as *const libc::c_void, len);
-        libc::abort();
+    os::write_stderr(&line[..len]);
+    os::abort()
+}
+
+/// Formats one line into a stack buffer and writes it to stderr.
+pub(crate) fn print_line(args: fmt::Arguments<'_>) {
+    let mut out = StackWriter::new();
+    let _ = out.write_fmt(args);
+    out.write_to_stderr();
+}
+
+/// A fixed-size text buffer on the stack; what does not fit is cut off.
+struct StackWriter {
+    buffer: [u8; 256],
+    len: usize,
+}
+
+impl StackWriter {
+    fn new() -> StackWriter {
+        StackWriter {
+            buffer: [0; 256],
+            len: 0,
+        }
+    }
+
+    fn write_to_stderr(&self) {
+        os::write_stderr(&self.buffer[..self.len]);
+    }
+}
+
+impl Write for StackWriter {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let take = text.len().min(self.buffer.len() - self.len);
+        self.buffer[self.len..self.len + take].copy_from_slice(&text.as_bytes()[..take]);
+        self.len += take;
+        Ok(())
     }
 }
 

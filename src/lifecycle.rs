@@ -18,7 +18,7 @@
 
 use crate::config::{self, Setting};
 use crate::sync::{model_static, AtomicU32, AtomicU64, Ordering};
-use crate::{arena, central, large, thread_cache, trim};
+use crate::{arena, central, large, os, thread_cache, trim};
 
 /// States of [`SETUP`], in its low bits; while setting up, the bits above hold the id of
 /// the process whose thread does it (see [`set_up_process`]).
@@ -56,11 +56,7 @@ pub(crate) fn register_thread() -> bool {
 /// Makes glibc call the destructor of `key` when this thread exits.
 #[cfg(not(loom))]
 fn call_at_thread_exit(key: u32) -> bool {
-    // SAFETY: `key` was created by `set_up_process`; any non-null value makes glibc call
-    // the destructor at thread exit.
-    crate::os::keeping_errno(|| unsafe {
-        libc::pthread_setspecific(key as libc::pthread_key_t, 1 as *const libc::c_void) == 0
-    })
+    os::call_at_thread_exit(key)
 }
 
 /// Loom's threads are not OS threads and no key destructor runs when they end: the models
@@ -92,7 +88,7 @@ fn set_up_process() -> bool {
     }
     config::read_environment();
     // The C library calls below may fail inside and set errno on their way.
-    let key = crate::os::keeping_errno(install_process_hooks);
+    let key = install_process_hooks();
     if config::enabled(Setting::Verbose) {
         config::print_settings();
     }
@@ -104,8 +100,7 @@ fn set_up_process() -> bool {
 /// The id of this process (a system call, made only while setting up).
 #[cfg(not(loom))]
 fn process_id() -> u32 {
-    // SAFETY: getpid has no preconditions and cannot fail.
-    unsafe { libc::getpid() as u32 }
+    os::process_id()
 }
 
 /// Loom's executions are all one process.
@@ -119,29 +114,20 @@ fn process_id() -> u32 {
 #[cfg(not(loom))]
 fn install_process_hooks() -> u32 {
     let installed = HOOKS.load(Ordering::Relaxed);
-    // SAFETY: plain libc calls with valid arguments; the handlers are `extern "C"`
-    // functions that live for the whole process.
-    unsafe {
-        if installed & HOOK_FORK == 0 {
-            libc::pthread_atfork(
-                Some(before_fork),
-                Some(after_fork_in_parent),
-                Some(after_fork_in_child),
-            );
-            HOOKS.fetch_or(HOOK_FORK, Ordering::Relaxed);
-        }
-        if installed & HOOK_KEY == 0 {
-            let mut key: libc::pthread_key_t = 0;
-            if libc::pthread_key_create(&mut key, Some(on_thread_exit)) != 0 {
-                crate::fatal::fatal("pthread_key_create failed, error", 0);
-            }
-            THREAD_KEY.store(key as u32, Ordering::Relaxed);
-            HOOKS.fetch_or(HOOK_KEY, Ordering::Relaxed);
-        }
-        if installed & HOOK_EXIT == 0 && config::enabled(Setting::StatsAtExit) {
-            libc::atexit(crate::stats::print_stats_at_exit);
-            HOOKS.fetch_or(HOOK_EXIT, Ordering::Relaxed);
-        }
+    if installed & HOOK_FORK == 0 {
+        os::hook_fork(before_fork, after_fork_in_parent, after_fork_in_child);
+        HOOKS.fetch_or(HOOK_FORK, Ordering::Relaxed);
+    }
+    if installed & HOOK_KEY == 0 {
+        let Some(key) = os::thread_exit_key(on_thread_exit) else {
+            crate::fatal::fatal("pthread_key_create failed, error", 0);
+        };
+        THREAD_KEY.store(key, Ordering::Relaxed);
+        HOOKS.fetch_or(HOOK_KEY, Ordering::Relaxed);
+    }
+    if installed & HOOK_EXIT == 0 && config::enabled(Setting::StatsAtExit) {
+        os::hook_process_exit(crate::stats::print_stats_at_exit);
+        HOOKS.fetch_or(HOOK_EXIT, Ordering::Relaxed);
     }
     THREAD_KEY.load(Ordering::Relaxed)
 }
@@ -153,7 +139,7 @@ fn install_process_hooks() -> u32 {
     0
 }
 
-extern "C" fn on_thread_exit(_value: *mut libc::c_void) {
+extern "C" fn on_thread_exit(_value: *mut core::ffi::c_void) {
     thread_cache::tear_down_this_thread();
 }
 

@@ -1,5 +1,8 @@
 //! The operating system below us, named by intent: reserve address space, give pages back,
-//! move a mapping. Nothing above this module calls `mmap` and friends directly.
+//! move a mapping, sleep on a futex word, create the background thread, hook thread exit
+//! and `fork`, write to stderr. This is the only module that makes system calls or calls
+//! the C library; it is the bottom layer and depends on nothing of ours but `consts`, so
+//! the logic above it can be run against another `os` (a mock under Miri or loom).
 //!
 //! Every function is safe to call from inside `malloc`: none allocates or takes a lock.
 //!
@@ -9,8 +12,17 @@
 //! function here puts `errno` back as it was ([`keeping_errno`]); the C front sets it
 //! itself when a call fails as a whole.
 
-use crate::config::Purge;
 use core::ptr;
+
+/// How pages that are no longer needed are handed back to the OS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purge {
+    /// `madvise(MADV_DONTNEED)`: the memory leaves the process's RSS at once.
+    DontNeed,
+    /// `madvise(MADV_FREE)`: the kernel reclaims the memory when it needs it; cheaper, but
+    /// RSS only drops under memory pressure.
+    Free,
+}
 
 /// Maps `size` bytes of fresh, zeroed, read-write memory aligned to `align` (a power of
 /// two, at least a page). Returns null when the OS refuses.
@@ -94,7 +106,9 @@ pub(crate) unsafe fn unmap(start: *mut u8, size: usize) {
     // else. It can only fail for bad arguments, which the caller rules out.
     let rc = unsafe { libc::munmap(start as *mut libc::c_void, size) };
     if rc != 0 {
-        crate::fatal::fatal("munmap failed for the range at", start as usize);
+        // Not `fatal::fatal`, which sits above this module; the range is a bug of ours.
+        write_stderr(b"ebbmalloc: munmap of a range of ours failed\n");
+        abort();
     }
 }
 
@@ -232,10 +246,186 @@ pub(crate) fn mix(mut z: u64) -> u64 {
 
 /// Sleeps for `ms` milliseconds (an interrupted sleep ends early, which callers tolerate).
 pub(crate) fn sleep_ms(ms: u32) {
-    let time = libc::timespec {
-        tv_sec: (ms / 1000) as libc::time_t,
-        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
-    };
+    let time = timespec_of_ms(ms);
     // SAFETY: nanosleep reads our timespec; the remainder pointer may be null.
     keeping_errno(|| unsafe { libc::nanosleep(&time, ptr::null_mut()) });
+}
+
+/// Writes `bytes` to stderr with one `write(2)` (a short or failed write is not retried:
+/// the callers are diagnostics).
+pub(crate) fn write_stderr(bytes: &[u8]) {
+    // SAFETY: writes our own initialised bytes to fd 2.
+    keeping_errno(|| unsafe {
+        libc::write(2, bytes.as_ptr() as *const libc::c_void, bytes.len());
+    });
+}
+
+/// Ends the process at once (`abort(3)`: SIGABRT, a core dump where enabled).
+pub(crate) fn abort() -> ! {
+    // SAFETY: abort has no preconditions.
+    unsafe { libc::abort() }
+}
+
+/// The calling thread's `errno`.
+pub(crate) fn errno() -> i32 {
+    // SAFETY: `__errno_location` returns this thread's errno slot, valid for its life.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Sets the calling thread's `errno` (the C front reports a failed call this way).
+pub(crate) fn set_errno(code: i32) {
+    // SAFETY: as in `errno`.
+    unsafe { *libc::__errno_location() = code };
+}
+
+/// Sleeps while the word at `word` holds `expected`, for at most `timeout_ms` when given
+/// (futex FUTEX_WAIT, process-private). May return early, interrupted or spuriously woken:
+/// callers re-check the word.
+#[cfg(not(loom))]
+pub(crate) fn futex_wait(
+    word: &core::sync::atomic::AtomicU32,
+    expected: u32,
+    timeout_ms: Option<u32>,
+) {
+    let timeout = timeout_ms.map(timespec_of_ms);
+    let timeout_ptr = match &timeout {
+        Some(t) => t as *const libc::timespec,
+        None => ptr::null(),
+    };
+    // SAFETY: FUTEX_WAIT reads the aligned u32 behind `word`, which outlives the call, and
+    // the relative timeout we own. It fails with EAGAIN when the word changed first, or
+    // ETIMEDOUT, EINTR: errno is put back, no `malloc` that succeeded may show them (the
+    // fuzz target `capi` caught a `posix_memalign` returning 0 with errno set to EAGAIN).
+    keeping_errno(|| unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            timeout_ptr,
+        );
+    });
+}
+
+/// Wakes one thread sleeping in [`futex_wait`] on `word`, if any.
+#[cfg(not(loom))]
+pub(crate) fn futex_wake_one(word: &core::sync::atomic::AtomicU32) {
+    // SAFETY: FUTEX_WAKE only uses the address of the word as a key.
+    keeping_errno(|| unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            1,
+            ptr::null::<libc::timespec>(),
+        );
+    });
+}
+
+fn timespec_of_ms(ms: u32) -> libc::timespec {
+    libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+    }
+}
+
+/// The value of the environment variable `name` (given NUL-terminated), if set. `getenv`
+/// does not allocate.
+pub(crate) fn env_var(name: &core::ffi::CStr) -> Option<&'static [u8]> {
+    // SAFETY: `name` is NUL-terminated; getenv returns null or a C string the environment
+    // owns, which the allocator reads once at set-up, before the program could change it
+    // under us by `setenv` from another thread (the same assumption as every C library).
+    unsafe {
+        let raw = libc::getenv(name.as_ptr());
+        (!raw.is_null()).then(|| core::ffi::CStr::from_ptr(raw).to_bytes())
+    }
+}
+
+/// The id of this process.
+pub(crate) fn process_id() -> u32 {
+    // SAFETY: getpid has no preconditions and cannot fail.
+    unsafe { libc::getpid() as u32 }
+}
+
+/// What the C library runs at a thread's exit: a pthread key destructor, given the value
+/// the thread stored under the key.
+pub(crate) type ThreadExitHook = extern "C" fn(*mut libc::c_void);
+
+/// Creates a pthread key whose destructor `at_exit` runs at the exit of every thread that
+/// stored a non-null value under it ([`call_at_thread_exit`]). None when the C library has
+/// no key left.
+pub(crate) fn thread_exit_key(at_exit: ThreadExitHook) -> Option<u32> {
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is ours to write; the destructor is an `extern "C"` function that lives
+    // for the whole process.
+    let rc = keeping_errno(|| unsafe { libc::pthread_key_create(&mut key, Some(at_exit)) });
+    (rc == 0).then_some(key as u32)
+}
+
+/// Makes the C library run the destructor of `key` when this thread exits; false when it
+/// cannot (out of memory for the thread's key slots).
+pub(crate) fn call_at_thread_exit(key: u32) -> bool {
+    // SAFETY: `key` was created by `thread_exit_key`; any non-null value makes glibc call
+    // the destructor at thread exit.
+    keeping_errno(|| unsafe {
+        libc::pthread_setspecific(key as libc::pthread_key_t, 1 as *const libc::c_void) == 0
+    })
+}
+
+/// Runs `before` in the thread that calls `fork` before the process is copied, then
+/// `in_parent` in it, or `in_child` in the child's only thread.
+pub(crate) fn hook_fork(
+    before: extern "C" fn(),
+    in_parent: extern "C" fn(),
+    in_child: extern "C" fn(),
+) {
+    // SAFETY: the handlers are `extern "C"` functions that live for the whole process.
+    keeping_errno(|| unsafe {
+        libc::pthread_atfork(Some(before), Some(in_parent), Some(in_child));
+    });
+}
+
+/// Runs `hook` when the process exits normally.
+pub(crate) fn hook_process_exit(hook: extern "C" fn()) {
+    // SAFETY: `hook` is an `extern "C"` function that lives for the whole process.
+    keeping_errno(|| unsafe {
+        libc::atexit(hook);
+    });
+}
+
+/// Starts a detached thread named `name` running `main` on a stack of `stack_bytes`, with
+/// every signal blocked in it, so that it never takes a signal meant for the program (a
+/// server that blocks SIGTERM in all of *its* threads to take it with `sigwait` would
+/// otherwise see it run a handler on our thread, or die of it). The caller's signal mask is
+/// restored at once. glibc maps the new stack itself. False if the thread could not start.
+pub(crate) fn start_background_thread(
+    main: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void,
+    stack_bytes: usize,
+) -> bool {
+    // SAFETY: plain pthread calls on signal sets, attributes and a thread handle we own;
+    // the thread function is `extern "C"` and takes no argument (a new thread inherits
+    // its creator's mask, hence blocking everything around the create).
+    keeping_errno(|| unsafe {
+        let mut all_signals: libc::sigset_t = core::mem::zeroed();
+        let mut creator_mask: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all_signals);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all_signals, &mut creator_mask);
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        let mut thread: libc::pthread_t = 0;
+        libc::pthread_attr_init(&mut attr);
+        libc::pthread_attr_setstacksize(&mut attr, stack_bytes);
+        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        let rc = libc::pthread_create(&mut thread, &attr, main, ptr::null_mut());
+        libc::pthread_attr_destroy(&mut attr);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &creator_mask, ptr::null_mut());
+        rc == 0
+    })
+}
+
+/// Names the calling thread (at most 15 bytes show in `/proc`).
+pub(crate) fn name_this_thread(name: &core::ffi::CStr) {
+    // SAFETY: naming our own thread with a NUL-terminated string.
+    keeping_errno(|| unsafe {
+        libc::pthread_setname_np(libc::pthread_self(), name.as_ptr());
+    });
 }

@@ -6,13 +6,13 @@
 //! summed over the registered threads (their counts are read racily, so a snapshot taken
 //! while other threads run is approximate; with the program quiet it is exact).
 //!
-//! Printing never allocates: lines are formatted into a fixed buffer on the stack
-//! ([`StackWriter`]) and written to stderr with `write(2)`.
+//! Printing never allocates: lines go through `fatal::print_line`, a fixed buffer on the
+//! stack.
 
 use crate::consts::{ARENA_SIZE, PAGE_SIZE};
+use crate::fatal::print_line;
 use crate::size_class::{SizeClass, NUM_CLASSES};
 use crate::{arena, central, large, thread_cache, trim};
-use core::fmt::{self, Write};
 
 /// Number of size classes, the length of [`Stats::classes`].
 pub const CLASS_COUNT: usize = NUM_CLASSES;
@@ -181,42 +181,4 @@ pub fn print_stats() {
 /// `atexit` handler for `EBBMALLOC_STATS=1`.
 pub(crate) extern "C" fn print_stats_at_exit() {
     print_stats();
-}
-
-/// Formats one line into a stack buffer and writes it to stderr.
-pub(crate) fn print_line(args: fmt::Arguments<'_>) {
-    let mut out = StackWriter::new();
-    let _ = out.write_fmt(args);
-    out.write_to_stderr();
-}
-
-/// A fixed-size text buffer on the stack; what does not fit is cut off.
-pub(crate) struct StackWriter {
-    buffer: [u8; 256],
-    len: usize,
-}
-
-impl StackWriter {
-    pub(crate) fn new() -> StackWriter {
-        StackWriter {
-            buffer: [0; 256],
-            len: 0,
-        }
-    }
-
-    pub(crate) fn write_to_stderr(&self) {
-        // SAFETY: writes our own initialised bytes to fd 2.
-        unsafe {
-            libc::write(2, self.buffer.as_ptr() as *const libc::c_void, self.len);
-        }
-    }
-}
-
-impl Write for StackWriter {
-    fn write_str(&mut self, text: &str) -> fmt::Result {
-        let take = text.len().min(self.buffer.len() - self.len);
-        self.buffer[self.len..self.len + take].copy_from_slice(&text.as_bytes()[..take]);
-        self.len += take;
-        Ok(())
-    }
 }

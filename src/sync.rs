@@ -306,25 +306,7 @@ impl Futex {
     /// early (interrupted, spuriously woken): callers re-check the word.
     #[cfg(not(loom))]
     fn wait(&self, expected: u32, timeout_ms: Option<u32>) {
-        let timeout = timeout_ms.map(|ms| libc::timespec {
-            tv_sec: (ms / 1000) as libc::time_t,
-            tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
-        });
-        let timeout_ptr = match &timeout {
-            Some(t) => t as *const libc::timespec,
-            None => core::ptr::null(),
-        };
-        // SAFETY: FUTEX_WAIT reads the aligned u32 behind `word`, which lives as long as
-        // the call, and the relative timeout we own; a spurious or interrupted return is
-        // fine, the caller re-checks the state.
-        unsafe {
-            futex_preserving_errno(
-                self.word.as_ptr(),
-                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-                expected,
-                timeout_ptr,
-            );
-        }
+        crate::os::futex_wait(&self.word, expected, timeout_ms);
     }
 
     /// Under loom: sleeps until woken if the word is `expected`. A time-out is not
@@ -340,44 +322,12 @@ impl Futex {
     /// Wakes one thread sleeping on the word, if any.
     #[cfg(not(loom))]
     fn wake_one(&self) {
-        // SAFETY: FUTEX_WAKE only uses the address of the word as a key.
-        unsafe {
-            futex_preserving_errno(
-                self.word.as_ptr(),
-                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-                1,
-                core::ptr::null(),
-            );
-        }
+        crate::os::futex_wake_one(&self.word);
     }
 
     #[cfg(loom)]
     fn wake_one(&self) {
         let _sleepers = self.sleepers.lock().unwrap();
         self.wake_up.notify_one();
-    }
-}
-
-/// The futex system call, leaving the caller's `errno` as it was. A contended lock's
-/// FUTEX_WAIT fails with EAGAIN when the word changed first, or ETIMEDOUT, EINTR: none of
-/// that may show through a `malloc` that succeeded (the fuzz target `capi` caught a
-/// `posix_memalign` returning 0 with errno changed to EAGAIN under contention).
-///
-/// # Safety
-/// As `futex(2)` for `op` on the aligned word `word`, with `timeout` null or valid.
-#[cfg(not(loom))]
-unsafe fn futex_preserving_errno(
-    word: *mut u32,
-    op: libc::c_int,
-    value: u32,
-    timeout: *const libc::timespec,
-) {
-    // SAFETY: `__errno_location` is this thread's errno, valid for the thread's life; the
-    // system call's contract is the caller's.
-    unsafe {
-        let errno = libc::__errno_location();
-        let saved = *errno;
-        libc::syscall(libc::SYS_futex, word, op, value, timeout);
-        *errno = saved;
     }
 }

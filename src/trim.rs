@@ -168,44 +168,22 @@ fn start_background_thread() -> bool {
     {
         return true;
     }
-    // The thread is created with every signal blocked (a new thread inherits its creator's
-    // mask), so that it never takes a signal meant for the program: a server that blocks
-    // SIGTERM in all of *its* threads to take it with `sigwait` would otherwise see it run
-    // a handler on our thread, or die of it. The creator's mask is restored at once.
-    // SAFETY: plain pthread calls on signal sets, attributes and a thread handle we own;
-    // the thread function is `extern "C"` and takes no argument. glibc maps the new stack
-    // itself.
-    let started = os::keeping_errno(|| unsafe {
-        let mut all_signals: libc::sigset_t = core::mem::zeroed();
-        let mut creator_mask: libc::sigset_t = core::mem::zeroed();
-        libc::sigfillset(&mut all_signals);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all_signals, &mut creator_mask);
-        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
-        let mut thread: libc::pthread_t = 0;
-        libc::pthread_attr_init(&mut attr);
-        libc::pthread_attr_setstacksize(&mut attr, BACKGROUND_STACK_BYTES);
-        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
-        let rc = libc::pthread_create(&mut thread, &attr, background_main, core::ptr::null_mut());
-        libc::pthread_attr_destroy(&mut attr);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &creator_mask, core::ptr::null_mut());
-        rc == 0
-    });
+    // Created with every signal blocked: it must never take a signal meant for the
+    // program (see `os::start_background_thread`).
+    let started = os::start_background_thread(background_main, BACKGROUND_STACK_BYTES);
     BACKGROUND.store(if started { RUNNING } else { FAILED }, Ordering::Release);
     started
 }
 
-extern "C" fn background_main(_arg: *mut libc::c_void) -> *mut libc::c_void {
-    // SAFETY: naming our own thread; the name is NUL-terminated and under 16 bytes.
-    os::keeping_errno(|| unsafe {
-        libc::pthread_setname_np(libc::pthread_self(), c"ebbmalloc-trim".as_ptr());
-    });
+extern "C" fn background_main(_arg: *mut core::ffi::c_void) -> *mut core::ffi::c_void {
+    os::name_this_thread(c"ebbmalloc-trim");
     while config::enabled(Setting::BackgroundThread) {
         let pass = {
             let _guard = PASS_LOCK.lock();
             run_pass(os::now_ms(), false)
         };
         if pass.released > 0 && config::enabled(Setting::Verbose) {
-            crate::stats::print_line(format_args!(
+            crate::fatal::print_line(format_args!(
                 "ebbmalloc: background pass released {} KiB\n",
                 pass.released >> 10
             ));
