@@ -11,20 +11,27 @@
 //! | field                  | guard                                                  |
 //! |------------------------|--------------------------------------------------------|
 //! | `magic`                | written once when the arena is made                    |
-//! | `occupancy`            | atomic; written under the arena lock, read anywhere    |
 //! | `free_pages`, `list`, `prev`, `next` | the arena lock                            |
 //! | `page_pool[p]`         | atomic; written under the arena lock when page `p` joins or leaves a pool (0: none); read anywhere |
 //! | `pools[s]`             | the central lock of the pool's class (see `pool.rs`)   |
 //!
 //! A page of an arena is in one of three states:
 //!
-//! - **in a pool** (counted by `occupancy`);
+//! - **in a pool**;
 //! - **free and dirty**: in no pool but resident; `freed_at_ms[p]` says since when;
 //! - **free and released**: in no pool and given back to the OS (`released_pages`). Fresh
 //!   arenas start with every page released: they were never touched.
 //!
-//! Invariants (under the arena lock): `occupancy == USABLE_PAGES - popcount(free_pages)`;
-//! `released_pages ⊆ free_pages`; the header pages' bits of either are never set; an arena is in exactly the
+//! **The occupancy count is the bitmap.** An arena's occupancy (pages in pools) is
+//! `USABLE_PAGES - popcount(free_pages)`: one instruction, always exact, under the lock that
+//! every reader of arena order holds anyway. So there is no separate occupancy counter (an
+//! earlier one was written on every carve and release and read only by tests); arena order
+//! is the list an arena sits in (`by_free_pages[popcount(free_pages)]`), and "this arena
+//! just became empty" is `free_pages == all usable pages`, seen by `release_pool` and the
+//! trimmer under the lock. Readers without the lock (statistics, the background thread's
+//! "anything to do?") use the global counters below, which are sums over arenas.
+//!
+//! Invariants (under the arena lock): `released_pages ⊆ free_pages`; the header pages' bits of either are never set; an arena is in exactly the
 //! occupancy list `popcount(free_pages)` (a full arena, with no free page, is in none); the
 //! global counters are the sums of the per-arena figures over mapped arenas.
 //!
@@ -43,7 +50,7 @@ use crate::fatal::fatal;
 use crate::os;
 use crate::pool::Pool;
 use crate::size_class::SizeClass;
-use crate::sync::{model_static, AtomicU32, AtomicU8, AtomicUsize, Mutex, Ordering, MEMORY_FREED};
+use crate::sync::{model_static, AtomicU8, AtomicUsize, Mutex, Ordering, MEMORY_FREED};
 use core::cell::UnsafeCell;
 use core::ptr;
 
@@ -57,8 +64,6 @@ const NOT_LISTED: u8 = u8::MAX;
 #[repr(C)]
 pub(crate) struct Arena {
     magic: u64,
-    /// Pages of this arena in pools (the header page not counted).
-    occupancy: AtomicU32,
     list: u8,
     /// Bit `p` set: page `p` is in no pool.
     free_pages: u64,
@@ -121,6 +126,16 @@ model_static! {
         dirty_pages: AtomicUsize::new(0),
         released_pages: AtomicUsize::new(0),
     };
+}
+
+/// Pages of `arena` in pools (its occupancy), for tests.
+///
+/// # Safety
+/// `arena` is a live arena; the caller holds a lock that keeps its pools as they are.
+#[cfg(test)]
+pub(crate) unsafe fn pages_in_pools(arena: *mut Arena) -> usize {
+    // SAFETY: by the caller's promise.
+    USABLE_PAGES - unsafe { (*arena).free_pages }.count_ones() as usize
 }
 
 /// The arena header of a block that lies in an arena.
@@ -297,9 +312,6 @@ pub(crate) unsafe fn release_pool(pool: *mut Pool) {
             for page in &(&(*arena).page_pool)[start..start + pages] {
                 page.store(0, Ordering::Relaxed);
             }
-            (*arena)
-                .occupancy
-                .fetch_sub(pages as u32, Ordering::Relaxed);
             ARENAS.pool_pages.fetch_sub(pages, Ordering::Relaxed);
             ARENAS.dirty_pages.fetch_add(pages, Ordering::Relaxed);
             lists.link(arena);
@@ -382,12 +394,7 @@ const RELEASE_PAGES_PER_HOLD: usize = 4096;
 ///
 /// The arena lock is dropped every [`RELEASE_PAGES_PER_HOLD`] pages and to unmap, so
 /// allocating threads wait at most for a bounded piece of work.
-pub(crate) fn trim(
-    now_ms: u32,
-    decay_ms: u32,
-    retained: usize,
-    how: crate::config::Purge,
-) -> usize {
+pub(crate) fn trim(now_ms: u32, decay_ms: u32, retained: usize, how: os::Purge) -> usize {
     let mut released_bytes = 0;
     loop {
         let mut to_unmap = [ptr::null_mut::<Arena>(); UNMAP_BATCH];
@@ -488,7 +495,7 @@ fn has_decayed(now_ms: u32, freed_at_ms: u32, decay_ms: u32) -> bool {
 ///
 /// # Safety
 /// The arena lock is held, `arena` is live and `pages` are free dirty pages of it.
-unsafe fn release_free_pages(arena: *mut Arena, pages: u64, how: crate::config::Purge) -> usize {
+unsafe fn release_free_pages(arena: *mut Arena, pages: u64, how: os::Purge) -> usize {
     let mut left = pages;
     while left != 0 {
         let start = left.trailing_zeros() as usize;
@@ -564,9 +571,6 @@ impl ArenaLists {
             let released = ((*arena).released_pages & run).count_ones() as usize;
             (*arena).free_pages &= !run;
             (*arena).released_pages &= !run;
-            (*arena)
-                .occupancy
-                .fetch_add(pages as u32, Ordering::Relaxed);
             ARENAS.pool_pages.fetch_add(pages, Ordering::Relaxed);
             ARENAS.released_pages.fetch_sub(released, Ordering::Relaxed);
             ARENAS
@@ -676,7 +680,6 @@ impl ArenaLists {
             // no valid value: make them.
             #[cfg(loom)]
             {
-                ptr::addr_of_mut!((*arena).occupancy).write(AtomicU32::new(0));
                 for page in 0..PAGES_PER_ARENA {
                     ptr::addr_of_mut!((*arena).page_pool[page]).write(AtomicU8::new(0));
                 }
@@ -733,12 +736,6 @@ pub(crate) fn check_invariants() -> ArenaFigures {
             );
             assert_eq!(gone & !free, 0, "released pages are free pages");
             let free_count = free.count_ones() as usize;
-            let occupancy = (*arena).occupancy.load(Ordering::Relaxed) as usize;
-            assert_eq!(
-                occupancy,
-                USABLE_PAGES - free_count,
-                "occupancy of {arena:p}"
-            );
             for page in HEADER_PAGES..PAGES_PER_ARENA {
                 let in_pool = (*arena).page_pool[page].load(Ordering::Relaxed) != 0;
                 assert_eq!(in_pool, free & (1 << page) == 0, "page {page} of {arena:p}");
@@ -753,7 +750,7 @@ pub(crate) fn check_invariants() -> ArenaFigures {
                 }
                 assert_eq!(listed, arena, "{arena:p} is in the list of its free pages");
             }
-            pool_pages += occupancy;
+            pool_pages += USABLE_PAGES - free_count;
             dirty += (free & !gone).count_ones() as usize;
             released += gone.count_ones() as usize;
             empty += (free_count == USABLE_PAGES) as usize;
@@ -868,29 +865,5 @@ mod tests {
         assert_eq!(find_free_run(run_mask(10, 4), 5, 1), None);
         assert_eq!(find_free_run(run_mask(10, 4), 2, 2), Some(10));
         assert_eq!(find_free_run(run_mask(9, 4), 4, 2), None);
-    }
-
-    #[test]
-    fn carving_prefers_the_most_occupied_arena_and_releasing_keeps_counts() {
-        // Drive the lists directly through the public functions on a class that no other
-        // unit test uses, under its central lock as the contract asks.
-        let class = SizeClass::from_index(crate::size_class::NUM_CLASSES - 2).unwrap();
-        let _central = crate::central::lock_class_for_test(class);
-        // SAFETY: we hold the class's central lock; pools are released before return.
-        unsafe {
-            let a = carve_pool(class);
-            let b = carve_pool(class);
-            assert!(!a.is_null() && !b.is_null() && a != b);
-            let arena_a = arena_of(a as *mut u8);
-            let used = (*arena_a).occupancy.load(Ordering::Relaxed) as usize;
-            let free = (*arena_a).free_pages.count_ones() as usize;
-            assert_eq!(used + free, USABLE_PAGES);
-            // With room left in a's arena, b comes from the same (most used) arena.
-            if free > class.info().pool_pages as usize {
-                assert_eq!(arena_of(b as *mut u8), arena_a);
-            }
-            release_pool(b);
-            release_pool(a);
-        }
     }
 }

@@ -27,8 +27,6 @@ use crate::arena;
 use crate::block::Batch;
 use crate::pool::{Pool, NOT_LISTED};
 use crate::size_class::{SizeClass, MAX_TRANSFER_BATCHES, NUM_CLASSES};
-#[cfg(test)]
-use crate::sync::MutexGuard;
 use crate::sync::{model_static, Mutex};
 use core::cell::UnsafeCell;
 use core::ptr;
@@ -220,13 +218,6 @@ pub(crate) fn figures(class: SizeClass) -> ClassFigures {
     }
 }
 
-/// Takes the class lock of `class` for a unit test that calls arena functions whose
-/// contract asks for it.
-#[cfg(test)]
-pub(crate) fn lock_class_for_test(class: SizeClass) -> MutexGuard<'static> {
-    central(class).lock.lock()
-}
-
 /// Fork support: take every class lock, in class order, before `fork`.
 pub(crate) fn lock_before_fork() {
     for central in CENTRAL.iter() {
@@ -355,4 +346,39 @@ unsafe fn bin_for(pool: *mut Pool) -> u8 {
         )
     };
     (used * FULLNESS_BINS / blocks as usize).min(FULLNESS_BINS - 1) as u8
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::arena::{arena_of, carve_pool, pages_in_pools, release_pool};
+    use crate::consts::USABLE_PAGES;
+
+    #[test]
+    fn carving_prefers_the_most_occupied_arena_and_releasing_keeps_counts() {
+        // Drive the arena functions directly on a class that no other unit test uses,
+        // under its central lock as their contract asks.
+        let class = SizeClass::from_index(NUM_CLASSES - 2).unwrap();
+        let pages = class.info().pool_pages as usize;
+        let _central = central(class).lock.lock();
+        // SAFETY: we hold the class's central lock; pools are released before return.
+        unsafe {
+            let a = carve_pool(class);
+            assert!(!a.is_null());
+            let arena_a = arena_of(a as *mut u8);
+            let used_with_a = pages_in_pools(arena_a);
+            assert!(used_with_a >= pages);
+            let b = carve_pool(class);
+            assert!(!b.is_null() && a != b);
+            // With room left in a's arena, b comes from the same (most used) arena.
+            if USABLE_PAGES - used_with_a >= pages {
+                assert_eq!(arena_of(b as *mut u8), arena_a);
+                assert_eq!(pages_in_pools(arena_a), used_with_a + pages);
+            }
+            release_pool(b);
+            assert_eq!(pages_in_pools(arena_a), used_with_a);
+            release_pool(a);
+            assert_eq!(pages_in_pools(arena_a), used_with_a - pages);
+        }
+    }
 }

@@ -11,14 +11,14 @@
 use crate::consts::ARENA_MASK;
 use crate::large::{self, LargeState};
 use crate::size_class::SizeClass;
-use crate::{arena, chunk_map, thread_cache};
+use crate::{arena, chunk_map, lifecycle, thread_cache, trim};
 use core::ptr;
 
 /// A block of at least `size` bytes aligned to `align` (a power of two), or null.
 #[inline(always)]
 pub(crate) fn alloc(size: usize, align: usize) -> *mut u8 {
     match SizeClass::for_layout(size, align) {
-        Some(class) => thread_cache::alloc(class),
+        Some(class) => thread_cache::alloc(class, lifecycle::register_thread),
         None => large::alloc(size, align, false),
     }
 }
@@ -29,7 +29,7 @@ pub(crate) fn alloc(size: usize, align: usize) -> *mut u8 {
 pub(crate) fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
     match SizeClass::for_layout(size, align) {
         Some(class) => {
-            let block = thread_cache::alloc(class);
+            let block = thread_cache::alloc(class, lifecycle::register_thread);
             if !block.is_null() {
                 // SAFETY: the block holds at least `size` bytes.
                 unsafe { ptr::write_bytes(block, 0, size) };
@@ -176,4 +176,11 @@ pub(crate) unsafe fn usable_size(ptr: *mut u8, owner: Owner) -> usize {
         Owner::Large => unsafe { large::usable_size(ptr) },
         Owner::FreedLarge => 0,
     }
+}
+
+/// Gives idle memory back to the OS now (`ebbmalloc::trim`, `malloc_trim`): this thread's
+/// cached blocks go back first, then a full trimming pass runs. Returns the bytes released.
+pub(crate) fn trim_now() -> usize {
+    thread_cache::flush_this_thread();
+    trim::trim_now()
 }

@@ -101,7 +101,7 @@ use core::alloc::{GlobalAlloc, Layout};
 ///
 /// Other threads' caches give back their idle blocks on their next slow path.
 pub fn trim() -> usize {
-    trim::trim_now()
+    front::trim_now()
 }
 
 /// Puts `settings` in force; see [`SETTINGS`] for what each does. Settings changed this

@@ -17,8 +17,10 @@
 //!   (`set_up_process`).
 
 use crate::config::{self, Setting};
+#[cfg(not(loom))]
+use crate::os;
 use crate::sync::{model_static, AtomicU32, AtomicU64, Ordering};
-use crate::{arena, central, large, os, thread_cache, trim};
+use crate::{arena, central, large, thread_cache, trim};
 
 /// States of [`SETUP`], in its low bits; while setting up, the bits above hold the id of
 /// the process whose thread does it (see [`set_up_process`]).

@@ -26,7 +26,7 @@ use crate::config::{self, Purge, Setting};
 use crate::consts::{ARENA_MASK, USABLE_PAGES};
 use crate::size_class::SizeClass;
 use crate::sync::MEMORY_FREED;
-use crate::{arena, central, chunk_map, os, thread_cache, trim};
+use crate::{arena, central, chunk_map, front, lifecycle, os, thread_cache};
 use loom::thread;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -267,7 +267,8 @@ fn thread_caches_register_and_tear_down_while_the_registry_is_walked() {
             .map(|_| {
                 let held = held.clone();
                 spawn(move || {
-                    let blocks = [thread_cache::alloc(class), thread_cache::alloc(class)];
+                    let blocks =
+                        [(); 2].map(|()| thread_cache::alloc(class, lifecycle::register_thread));
                     let blocks = blocks.map(|block| block as usize);
                     assert!(blocks.iter().all(|&block| block != 0));
                     held.take(&blocks);
@@ -282,7 +283,7 @@ fn thread_caches_register_and_tear_down_while_the_registry_is_walked() {
             .collect();
         let max_cached = class.info().max_cached as usize;
         assert!(thread_cache::cached_blocks(class) <= 2 * max_cached);
-        trim::trim_now();
+        front::trim_now();
         for thread in threads {
             thread.join().unwrap();
         }

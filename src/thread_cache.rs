@@ -30,7 +30,7 @@
 //! hold, the count bounds are checked on the slow path only).
 //!
 //! **Giving back idle blocks.** Active caches are linked into a registry (for statistics
-//! and trimming). Each trimming pass advances [`GC_EPOCH`]; a cache notices on its next slow
+//! and trimming). Each trimming pass advances `trim::epoch()`; a cache notices on its next slow
 //! path and, for every class that did not run dry since the last time (its low-water mark
 //! stayed above zero, so the blocks below it were not needed), flushes half of its blocks
 //! and halves its limit (not below a batch). A class in use keeps its blocks; an idle one
@@ -42,14 +42,9 @@ use crate::central;
 use crate::config::{self, Setting};
 use crate::size_class::{SizeClass, NUM_CLASSES};
 use crate::sync::{model_static, AtomicI32, AtomicU32, Mutex, Ordering, MEMORY_FREED};
-use crate::{lifecycle, sanitizer, tls};
+use crate::{sanitizer, tls, trim};
 use core::cell::UnsafeCell;
 use core::ptr;
-
-model_static! {
-    /// Advanced by every trimming pass; caches that see it change give back idle blocks.
-    static GC_EPOCH: AtomicU32 = AtomicU32::new(0);
-}
 
 /// The registry of active caches: a doubly linked list through `ThreadCache::prev/next`.
 struct Registry {
@@ -191,17 +186,24 @@ unsafe fn bin(cache: *mut ThreadCache, class: SizeClass) -> *mut Bin {
 }
 
 /// A block of `class`, or null when memory is exhausted.
+///
+/// `register_thread` is called once per thread, when its cache is first set up: it
+/// arranges for [`tear_down_this_thread`] to run at the thread's exit and sets the
+/// process up, and returns false when it cannot yet (set-up under way). It is
+/// `lifecycle::register_thread`, passed down by the front so that this layer never calls
+/// the lifecycle layer above it (and the loom models can pass their own).
 #[cfg(not(feature = "hardened"))]
 #[inline(always)]
-pub(crate) fn alloc(class: SizeClass) -> *mut u8 {
-    alloc_unchecked(class)
+pub(crate) fn alloc(class: SizeClass, register_thread: impl FnOnce() -> bool) -> *mut u8 {
+    alloc_unchecked(class, register_thread)
 }
 
 /// A block of `class`, or null when memory is exhausted; marked live (see `hardened.rs`).
+/// `register_thread` as in the default build's `alloc`.
 #[cfg(feature = "hardened")]
 #[inline(always)]
-pub(crate) fn alloc(class: SizeClass) -> *mut u8 {
-    let block = alloc_unchecked(class);
+pub(crate) fn alloc(class: SizeClass, register_thread: impl FnOnce() -> bool) -> *mut u8 {
+    let block = alloc_unchecked(class, register_thread);
     if !block.is_null() {
         // SAFETY: the block was just taken off a free list of the class.
         unsafe { crate::hardened::on_alloc(block, class) };
@@ -210,7 +212,7 @@ pub(crate) fn alloc(class: SizeClass) -> *mut u8 {
 }
 
 #[inline(always)]
-fn alloc_unchecked(class: SizeClass) -> *mut u8 {
+fn alloc_unchecked(class: SizeClass, register_thread: impl FnOnce() -> bool) -> *mut u8 {
     let cache = this_thread();
     // SAFETY: the cache is this thread's; a non-null head is a free block of the class.
     unsafe {
@@ -225,7 +227,7 @@ fn alloc_unchecked(class: SizeClass) -> *mut u8 {
             crate::block::clear_mark(block as *mut u8);
             return block as *mut u8;
         }
-        alloc_slow(cache, class)
+        alloc_slow(cache, class, register_thread)
     }
 }
 
@@ -270,9 +272,13 @@ pub(crate) unsafe fn free(block: *mut u8, class: SizeClass) {
 /// `cache` is this thread's cache.
 #[cold]
 #[inline(never)]
-unsafe fn alloc_slow(cache: *mut ThreadCache, class: SizeClass) -> *mut u8 {
+unsafe fn alloc_slow(
+    cache: *mut ThreadCache,
+    class: SizeClass,
+    register_thread: impl FnOnce() -> bool,
+) -> *mut u8 {
     // SAFETY: by the caller's promise.
-    let block = unsafe { refill_and_take(cache, class) };
+    let block = unsafe { refill_and_take(cache, class, register_thread) };
     // SAFETY: a block of `class` (or null) that goes to the program.
     unsafe { sanitizer::handed_out(block, class.size(), false) };
     #[cfg(not(feature = "hardened"))]
@@ -287,9 +293,13 @@ unsafe fn alloc_slow(cache: *mut ThreadCache, class: SizeClass) -> *mut u8 {
 ///
 /// # Safety
 /// `cache` is this thread's cache.
-unsafe fn refill_and_take(cache: *mut ThreadCache, class: SizeClass) -> *mut u8 {
+unsafe fn refill_and_take(
+    cache: *mut ThreadCache,
+    class: SizeClass,
+    register_thread: impl FnOnce() -> bool,
+) -> *mut u8 {
     // SAFETY: `cache` is this thread's cache (caller).
-    if !unsafe { ensure_active(cache) } {
+    if !unsafe { ensure_active(cache, register_thread) } {
         return alloc_without_cache(class);
     }
     // SAFETY: the cache is this thread's and active.
@@ -298,7 +308,7 @@ unsafe fn refill_and_take(cache: *mut ThreadCache, class: SizeClass) -> *mut u8 
     if unsafe { (*bin(cache, class)).limit() } == 0 {
         // The byte budget leaves this class no room: nothing of it is cached.
         let block = alloc_without_cache(class);
-        crate::trim::tick();
+        trim::tick();
         return block;
     }
     let info = class.info();
@@ -315,7 +325,7 @@ unsafe fn refill_and_take(cache: *mut ThreadCache, class: SizeClass) -> *mut u8 
         raise_limit(cache, class);
         block as *mut u8
     };
-    crate::trim::tick();
+    trim::tick();
     block
 }
 
@@ -353,7 +363,7 @@ unsafe fn free_slow(cache: *mut ThreadCache, class: SizeClass, block: *mut Block
         // Only an active thread runs the trimmer's ticker: a thread without a cache may be
         // inside glibc's thread exit, holding its locks (see above).
         if active {
-            crate::trim::tick();
+            trim::tick();
         }
         return;
     }
@@ -371,7 +381,7 @@ unsafe fn free_slow(cache: *mut ThreadCache, class: SizeClass, block: *mut Block
         }
         (*bin).set_list(list);
     }
-    crate::trim::tick();
+    trim::tick();
 }
 
 /// Empties a bin's list and returns it.
@@ -396,7 +406,7 @@ unsafe fn take_list(bin: *mut Bin) -> Batch {
 /// # Safety
 /// `cache` is this thread's active cache.
 unsafe fn give_back_idle_blocks_if_asked(cache: *mut ThreadCache) {
-    let epoch = GC_EPOCH.load(Ordering::Relaxed);
+    let epoch = trim::epoch();
     // SAFETY: by the caller's promise.
     unsafe {
         if (*cache).seen_epoch == epoch {
@@ -420,11 +430,6 @@ unsafe fn give_back_idle_blocks_if_asked(cache: *mut ThreadCache) {
             (*bin).set_list(list);
         }
     }
-}
-
-/// Asks every thread cache to give back its idle blocks on its next slow path.
-pub(crate) fn ask_for_idle_blocks() {
-    GC_EPOCH.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Flushes all of this thread's cached blocks to the central lists (for `trim()`); the
@@ -500,10 +505,11 @@ unsafe fn raise_limit(cache: *mut ThreadCache, class: SizeClass) {
 }
 
 /// Makes the cache usable if it can be; false means "go to central directly".
+/// `register_thread` as in [`alloc`].
 ///
 /// # Safety
 /// `cache` is this thread's cache.
-unsafe fn ensure_active(cache: *mut ThreadCache) -> bool {
+unsafe fn ensure_active(cache: *mut ThreadCache, register_thread: impl FnOnce() -> bool) -> bool {
     // SAFETY: by the caller's promise; no reference is held across the set-up calls,
     // which may re-enter the allocator (and then see `SettingUp`).
     unsafe {
@@ -513,7 +519,7 @@ unsafe fn ensure_active(cache: *mut ThreadCache) -> bool {
             State::Unset => {}
         }
         (*cache).state = State::SettingUp;
-        if !lifecycle::register_thread() {
+        if !register_thread() {
             (*cache).state = State::Unset;
             return false;
         }
@@ -538,7 +544,7 @@ unsafe fn ensure_active(cache: *mut ThreadCache) -> bool {
         (*cache).limit_bytes = limit_bytes;
         (*cache).byte_budget = budget;
 
-        (*cache).seen_epoch = GC_EPOCH.load(Ordering::Relaxed);
+        (*cache).seen_epoch = trim::epoch();
         register(cache);
         (*cache).state = State::Active;
         true

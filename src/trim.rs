@@ -2,8 +2,8 @@
 //!
 //! One pass ([`run_pass`]):
 //!
-//! 1. advances the thread caches' epoch, so each active cache gives back the blocks of the
-//!    classes it did not need since the last pass (on its next slow path);
+//! 1. advances the epoch ([`epoch`]), so each active thread cache gives back the blocks of
+//!    the classes it did not need since the last pass (on its next slow path);
 //! 2. returns batches that sat unused in the central transfer caches to their pools, so
 //!    pools that empty give their pages back to their arenas;
 //! 3. releases arena pages that stayed free longer than the decay time (`madvise`) and
@@ -24,7 +24,7 @@
 use crate::config::{self, Setting};
 use crate::size_class::{SizeClass, NUM_CLASSES};
 use crate::sync::{model_static, AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering, MEMORY_FREED};
-use crate::{arena, central, large, os, thread_cache};
+use crate::{arena, central, large, os};
 use core::cell::Cell;
 
 /// Background thread states.
@@ -44,6 +44,11 @@ model_static! {
 }
 model_static! {
     static PASS_LOCK: Mutex = Mutex::new();
+}
+model_static! {
+    /// Advanced by every pass: each thread cache that sees it change gives back the blocks
+    /// it did not need since (on its next slow path; see `thread_cache.rs`).
+    static EPOCH: AtomicU32 = AtomicU32::new(0);
 }
 model_static! {
     static LAST_PASS_MS: AtomicU32 = AtomicU32::new(0);
@@ -109,12 +114,17 @@ pub(crate) fn allow_background_thread() {
     BACKGROUND_ALLOWED.store(true, Ordering::Relaxed);
 }
 
-/// Runs a full pass now, decay ignored, after flushing the calling thread's cache and the
-/// transfer caches. Returns the bytes given back to the OS.
+/// Runs a full pass now, decay ignored, flushing the transfer caches (the caller flushes
+/// its own thread cache first: `front::trim_now`). Returns the bytes given back to the OS.
 pub(crate) fn trim_now() -> usize {
-    thread_cache::flush_this_thread();
     let _guard = PASS_LOCK.lock();
     run_pass(os::now_ms(), true).released
+}
+
+/// The pass count that thread caches compare with what they saw last (wraps).
+#[inline]
+pub(crate) fn epoch() -> u32 {
+    EPOCH.load(Ordering::Relaxed)
 }
 
 /// Passes so far and bytes they gave back.
@@ -128,7 +138,7 @@ pub(crate) fn totals() -> (u64, u64) {
 /// One pass; the caller holds `PASS_LOCK`. `everything`: ignore decay and idleness.
 fn run_pass(now: u32, everything: bool) -> Pass {
     LAST_PASS_MS.store(now, Ordering::Relaxed);
-    thread_cache::ask_for_idle_blocks();
+    EPOCH.fetch_add(1, Ordering::Relaxed);
     let mut batches_parked = false;
     for index in 0..NUM_CLASSES {
         if let Some(class) = SizeClass::from_index(index) {
