@@ -1,18 +1,18 @@
 //! Arenas: 256 KiB, 256 KiB-aligned pieces of address space that pools are carved from.
 //!
-//! Layout of an arena: page 0 is the header ([`Arena`]), page 1 the **out-block bitmap**
-//! (one bit per 8-byte granule: set while a block that starts there is out of its pool;
-//! see `pool.rs`), pages `2..64` are handed out as page runs, one run per pool. Because arenas are aligned to their size, the arena of any
-//! block is `block & ARENA_MASK`, and from the header the block's page leads to its pool in
-//! two loads (`page_pool`, then `pools`): no global table, no lock.
+//! Layout of an arena (`layout.rs`): page 0 is the header ([`Arena`], which starts with the
+//! page map), page 1 the out-block bitmap, pages `2..64` are handed out as page runs, one
+//! run per pool. Because arenas are aligned to their size, the arena of any block is
+//! `block & ARENA_MASK`, and from the header the block's page leads to its pool in two
+//! loads (the page map's `pool_start`, then `pools`): no global table, no lock.
 //!
 //! Header fields and who guards them:
 //!
 //! | field                  | guard                                                  |
 //! |------------------------|--------------------------------------------------------|
-//! | `magic`                | written once when the arena is made                    |
-//! | `free_pages`, `list`, `prev`, `next` | the arena lock                            |
-//! | `page_pool[p]`         | atomic; written under the arena lock when page `p` joins or leaves a pool (0: none); read anywhere |
+//! | `map` (magic)          | written once when the arena is made                    |
+//! | `free_pages`, `list`, `links` | the arena lock                                    |
+//! | `map` (page -> pool)   | atomic; written under the arena lock when a page joins or leaves a pool; read anywhere |
 //! | `pools[s]`             | the central lock of the pool's class (see `pool.rs`)   |
 //!
 //! A page of an arena is in one of three states:
@@ -43,19 +43,16 @@
 
 use crate::chunk_map;
 use crate::consts::{
-    ARENAS_PER_RESERVATION, ARENA_MASK, ARENA_SIZE, HEADER_PAGES, PAGES_PER_ARENA, PAGE_SHIFT,
-    PAGE_SIZE, USABLE_PAGES,
+    ARENAS_PER_RESERVATION, ARENA_SIZE, HEADER_PAGES, PAGES_PER_ARENA, PAGE_SIZE, USABLE_PAGES,
 };
 use crate::fatal::fatal;
+use crate::layout::{self, PageMap};
+use crate::list::{Linked, Links, List};
 use crate::os;
 use crate::pool::Pool;
 use crate::size_class::SizeClass;
-use crate::sync::{model_static, AtomicU8, AtomicUsize, Mutex, Ordering, MEMORY_FREED};
-use core::cell::UnsafeCell;
+use crate::sync::{model_static, AtomicUsize, Mutex, Ordering, RawMutex, MEMORY_FREED};
 use core::ptr;
-
-/// Tells an arena header from anything else ("ebbarena").
-const ARENA_MAGIC: u64 = 0x6562_6261_7265_6e61;
 
 /// `list` of an arena that is in no occupancy list (full).
 const NOT_LISTED: u8 = u8::MAX;
@@ -63,28 +60,35 @@ const NOT_LISTED: u8 = u8::MAX;
 /// The header page of an arena.
 #[repr(C)]
 pub(crate) struct Arena {
-    magic: u64,
+    /// Magic, and page -> pool (`layout.rs`): what a block's address leads to.
+    map: PageMap,
     list: u8,
     /// Bit `p` set: page `p` is in no pool.
     free_pages: u64,
     /// Bit `p` set: page `p` is free and its memory was given back to the OS.
     released_pages: u64,
-    /// For a page in a pool: the pool's first page.
-    page_pool: [AtomicU8; PAGES_PER_ARENA],
     /// For a free dirty page: when it became free (`os::now_ms`).
     freed_at_ms: [u32; PAGES_PER_ARENA],
-    prev: *mut Arena,
-    next: *mut Arena,
+    /// Its place in the list of its free page count.
+    links: Links<Arena>,
     /// Pool descriptors, indexed by the pool's first page.
     pools: [Pool; PAGES_PER_ARENA],
 }
 
 const _: () = assert!(core::mem::size_of::<Arena>() <= PAGE_SIZE);
 
+// SAFETY: `links` is a field of the node itself.
+unsafe impl Linked for Arena {
+    fn links(node: *mut Arena) -> *mut Links<Arena> {
+        // SAFETY: a field address of the node, computed without reading it.
+        unsafe { ptr::addr_of_mut!((*node).links) }
+    }
+}
+
 /// The arenas with free pages, by number of free pages, and where new arenas come from.
 struct ArenaLists {
     /// `by_free_pages[n]`: arenas with exactly `n` free pages (`n == USABLE_PAGES`: empty).
-    by_free_pages: [*mut Arena; PAGES_PER_ARENA],
+    by_free_pages: [List<Arena>; PAGES_PER_ARENA],
     /// Bit `n` set: `by_free_pages[n]` is not empty.
     nonempty: u64,
     /// Unused arenas of the last reservation.
@@ -94,8 +98,7 @@ struct ArenaLists {
 
 /// The arena registry. The counters are written under the lock and read without it.
 struct Arenas {
-    lock: Mutex,
-    lists: UnsafeCell<ArenaLists>,
+    lists: Mutex<ArenaLists>,
     /// Arenas mapped (reserved slots not yet used are not counted).
     mapped: AtomicUsize,
     /// Arenas in the empty list.
@@ -108,14 +111,14 @@ struct Arenas {
     released_pages: AtomicUsize,
 }
 
-// SAFETY: `lists` is only touched with `lock` held.
-unsafe impl Sync for Arenas {}
+// SAFETY: the lists point to arena headers, memory of ours that any thread may touch
+// under the arena lock; nothing in them belongs to a thread.
+unsafe impl Send for ArenaLists {}
 
 model_static! {
     static ARENAS: Arenas = Arenas {
-        lock: Mutex::new(),
-        lists: UnsafeCell::new(ArenaLists {
-            by_free_pages: [ptr::null_mut(); PAGES_PER_ARENA],
+        lists: Mutex::new(ArenaLists {
+            by_free_pages: [const { List::new() }; PAGES_PER_ARENA],
             nonempty: 0,
             reserve_next: ptr::null_mut(),
             reserve_left: 0,
@@ -138,10 +141,10 @@ pub(crate) unsafe fn pages_in_pools(arena: *mut Arena) -> usize {
     USABLE_PAGES - unsafe { (*arena).free_pages }.count_ones() as usize
 }
 
-/// The arena header of a block that lies in an arena.
+/// The arena header of a block that lies in an arena (its page map is its first field).
 #[inline(always)]
 pub(crate) fn arena_of(block: *mut u8) -> *mut Arena {
-    (block as usize & ARENA_MASK) as *mut Arena
+    layout::arena_of(block).cast()
 }
 
 /// The pool that serves `block`, after checking that `block` lies in a page of an arena
@@ -154,88 +157,29 @@ pub(crate) fn arena_of(block: *mut u8) -> *mut Arena {
 /// The caller holds the central lock of `class`.
 pub(crate) unsafe fn pool_of(block: *mut u8, class: SizeClass) -> *mut Pool {
     let arena = arena_of(block);
-    if !chunk_map::contains(arena as usize) {
-        fatal("invalid free of", block as usize);
-    }
-    let page = (block as usize - arena as usize) >> PAGE_SHIFT;
+    let page = layout::page_of(block);
     // SAFETY: the chunk map says the chunk holds a live header of ours (an arena, or the
     // header slot of a large mapping, which the magic tells apart); `page <
     // PAGES_PER_ARENA`. An arena with a block out is not unmapped.
     unsafe {
-        if (*arena).magic != ARENA_MAGIC || page < HEADER_PAGES {
+        if !chunk_map::contains(arena as usize)
+            || !layout::is_arena(arena as usize)
+            || page < HEADER_PAGES
+        {
             fatal("invalid free of", block as usize);
         }
-        let start = (*arena).page_pool[page].load(Ordering::Relaxed) as usize;
+        let start = (*arena).map.pool_start(page);
         if start == 0 {
             // A page of ours in no pool: its blocks all came back already.
             fatal("double free of", block as usize);
         }
         let pool = pool_at(arena, start);
         let pool_start = arena as usize + start * PAGE_SIZE;
-        if (*pool).class as usize != class.index()
-            || !(*pool).is_carved_block(block as usize, pool_start)
-        {
+        if (*pool).class() != class || !(*pool).is_carved_block(block as usize, pool_start) {
             fatal("invalid free of", block as usize);
         }
         pool
     }
-}
-
-/// The out-block bitmap of the arena of `block`: one `u64` per 512 bytes of the arena.
-/// Every word covers part of one page, so of at most one pool, and is guarded by that
-/// pool's class lock.
-#[inline]
-pub(crate) fn out_bitmap_of(block: *mut u8) -> *mut u64 {
-    (arena_of(block) as usize + PAGE_SIZE) as *mut u64
-}
-
-/// Whether the chunk at `chunk` is an arena (rather than a large mapping's header slot).
-///
-/// # Safety
-/// The chunk is in the chunk map, so its first page is mapped and ours.
-#[cfg_attr(feature = "hardened", inline)] // on every hardened alloc and free
-pub(crate) unsafe fn is_arena(chunk: usize) -> bool {
-    // SAFETY: by the caller's promise.
-    unsafe { (*(chunk as *const Arena)).magic == ARENA_MAGIC }
-}
-
-/// The class of `block` if it is the start of a block in a live pool of an arena, read
-/// without a lock from fields that do not change while the pool lives (for the C ABI,
-/// whose `free` carries no size).
-///
-/// # Safety
-/// `arena_of(block)` is a live arena (its chunk is in the chunk map).
-#[cfg_attr(feature = "hardened", inline)] // on every hardened alloc and free
-pub(crate) unsafe fn class_of_block(block: *mut u8) -> Option<SizeClass> {
-    let arena = arena_of(block);
-    let page = (block as usize - arena as usize) >> PAGE_SHIFT;
-    // SAFETY: the header is live by the caller's promise; `page < PAGES_PER_ARENA`.
-    unsafe {
-        let start = (*arena)
-            .page_pool
-            .get_unchecked(page)
-            .load(Ordering::Relaxed) as usize;
-        if start == 0 {
-            return None;
-        }
-        let pool = pool_at(arena, start);
-        let class = (*pool).class();
-        let pool_start = arena as usize + start * PAGE_SIZE;
-        let offset = block as usize - pool_start;
-        let blocks_end = (*pool).end as usize - pool_start;
-        (offset < blocks_end && class.info().is_block_offset(offset)).then_some(class)
-    }
-}
-
-/// Whether `ptr` is the start of a block of `class` in a live pool of one of our arenas.
-/// Any address may be asked: nothing is read before the chunk map vouches for the arena.
-#[cfg(feature = "hardened")]
-#[inline]
-pub(crate) fn is_block_of_class(ptr: *mut u8, class: SizeClass) -> bool {
-    let chunk = ptr as usize & ARENA_MASK;
-    // SAFETY: the chunk is in the chunk map, so its header is ours and mapped, and it is
-    // an arena by its magic.
-    chunk_map::contains(chunk) && unsafe { is_arena(chunk) && class_of_block(ptr) == Some(class) }
 }
 
 /// The descriptor of the pool starting at page `start` of `arena`.
@@ -256,22 +200,19 @@ pub(crate) unsafe fn carve_pool(class: SizeClass) -> *mut Pool {
     let info = class.info();
     let pages = info.pool_pages as usize;
     let align = info.pool_align_pages as usize;
-    let _guard = ARENAS.lock.lock();
-    // SAFETY: we hold the arena lock.
-    let lists = unsafe { &mut *ARENAS.lists.get() };
+    let mut lists = ARENAS.lists.lock();
     // Lists of arenas with at least `pages` free pages, fewest free pages first.
     let mut candidates = lists.nonempty & !((1u64 << pages) - 1);
     while candidates != 0 {
         let count = candidates.trailing_zeros() as usize;
         candidates &= candidates - 1;
-        let mut arena = lists.by_free_pages[count];
-        while !arena.is_null() {
-            // SAFETY: arenas in the lists are live headers, guarded by the lock we hold.
-            unsafe {
-                if let Some(start) = find_free_run((*arena).free_pages, pages, align) {
-                    return lists.take_pages(arena, start, class);
-                }
-                arena = (*arena).next;
+        // SAFETY: arenas in the lists are live headers, guarded by the lock we hold.
+        unsafe {
+            let fitting = lists.by_free_pages[count]
+                .iter()
+                .find_map(|arena| Some((arena, find_free_run((*arena).free_pages, pages, align)?)));
+            if let Some((arena, start)) = fitting {
+                return lists.take_pages(arena, start, class);
             }
         }
     }
@@ -300,18 +241,14 @@ pub(crate) unsafe fn release_pool(pool: *mut Pool) {
     let arena = arena_of(pool as *mut u8);
     let now = os::now_ms();
     {
-        let _guard = ARENAS.lock.lock();
+        let mut lists = ARENAS.lists.lock();
         // SAFETY: we hold the arena lock; the arena is live because the pool was.
         unsafe {
-            let lists = &mut *ARENAS.lists.get();
-            let start = (*pool).start_page as usize;
-            let pages = (*pool).pages as usize;
+            let (start, pages) = (*pool).page_run();
             lists.unlink(arena);
             (*arena).free_pages |= run_mask(start, pages);
             (&mut (*arena).freed_at_ms)[start..start + pages].fill(now);
-            for page in &(&(*arena).page_pool)[start..start + pages] {
-                page.store(0, Ordering::Relaxed);
-            }
+            (*arena).map.clear_pool(start, pages);
             ARENAS.pool_pages.fetch_sub(pages, Ordering::Relaxed);
             ARENAS.dirty_pages.fetch_add(pages, Ordering::Relaxed);
             lists.link(arena);
@@ -338,9 +275,7 @@ pub(crate) struct ArenaFigures {
 
 /// Counts arenas by state (walks the lists under the arena lock).
 pub(crate) fn figures() -> ArenaFigures {
-    let _guard = ARENAS.lock.lock();
-    // SAFETY: we hold the arena lock.
-    let lists = unsafe { &*ARENAS.lists.get() };
+    let lists = ARENAS.lists.lock();
     let mut figures = ArenaFigures {
         mapped: ARENAS.mapped.load(Ordering::Relaxed),
         pool_pages: ARENAS.pool_pages.load(Ordering::Relaxed),
@@ -350,19 +285,16 @@ pub(crate) fn figures() -> ArenaFigures {
     };
     let mut listed = 0;
     for free in 1..PAGES_PER_ARENA {
-        let mut arena = lists.by_free_pages[free];
-        while !arena.is_null() {
+        // SAFETY: listed arenas are live; we hold the lock.
+        for arena in unsafe { lists.by_free_pages[free].iter() } {
             listed += 1;
-            // SAFETY: listed arenas are live; we hold the lock.
-            unsafe {
-                if free < USABLE_PAGES {
-                    figures.partial += 1;
-                } else if (*arena).released_pages == (*arena).free_pages {
-                    figures.released += 1;
-                } else {
-                    figures.empty += 1;
-                }
-                arena = (*arena).next;
+            if free < USABLE_PAGES {
+                figures.partial += 1;
+            // SAFETY: as above.
+            } else if unsafe { (*arena).released_pages == (*arena).free_pages } {
+                figures.released += 1;
+            } else {
+                figures.empty += 1;
             }
         }
     }
@@ -402,17 +334,16 @@ pub(crate) fn trim(now_ms: u32, decay_ms: u32, retained: usize, how: os::Purge) 
         let mut pages_left = RELEASE_PAGES_PER_HOLD;
         let mut finished = true;
         {
-            let _guard = ARENAS.lock.lock();
-            // SAFETY: we hold the arena lock; listed arenas are live.
-            let lists = unsafe { &mut *ARENAS.lists.get() };
+            let mut lists = ARENAS.lists.lock();
+            // Listed arenas are live.
             let mut nonempty = lists.nonempty;
             'lists: while nonempty != 0 {
                 let free = nonempty.trailing_zeros() as usize;
                 nonempty &= nonempty - 1;
-                let mut arena = lists.by_free_pages[free];
+                let mut arena = lists.by_free_pages[free].first();
                 while !arena.is_null() {
-                    // SAFETY: as above.
-                    let next = unsafe { (*arena).next };
+                    // SAFETY: as above. Read before `arena` may leave the list.
+                    let next = unsafe { List::next(arena) };
                     // SAFETY: as above.
                     let expired = unsafe { expired_pages(arena, now_ms, decay_ms) };
                     // SAFETY: as above.
@@ -537,19 +468,9 @@ unsafe fn forget_arena(arena: *mut Arena) {
     chunk_map::remove(arena as usize);
 }
 
-/// Fork support: take the arena lock before `fork`.
-pub(crate) fn lock_before_fork() {
-    ARENAS.lock.raw_lock();
-}
-
-/// Fork support: release the arena lock in the parent after `fork`.
-pub(crate) fn unlock_after_fork_in_parent() {
-    ARENAS.lock.raw_unlock();
-}
-
-/// Fork support: the child's only thread owns the lock; make it free.
-pub(crate) fn reset_after_fork_in_child() {
-    ARENAS.lock.reset_in_child();
+/// The arena lock, for the fork handlers (`lifecycle.rs`).
+pub(crate) fn lock_for_fork() -> &'static RawMutex {
+    ARENAS.lists.raw()
 }
 
 impl ArenaLists {
@@ -576,9 +497,7 @@ impl ArenaLists {
             ARENAS
                 .dirty_pages
                 .fetch_sub(pages - released, Ordering::Relaxed);
-            for page in start..start + pages {
-                (*arena).page_pool[page].store(start as u8, Ordering::Relaxed);
-            }
+            (*arena).map.set_pool(start, pages, class);
             self.link(arena);
             let pool = pool_at(arena, start);
             let pool_start = (arena as *mut u8).add(start * PAGE_SIZE);
@@ -602,13 +521,7 @@ impl ArenaLists {
             if free == USABLE_PAGES {
                 ARENAS.empty.fetch_add(1, Ordering::Relaxed);
             }
-            let head = self.by_free_pages[free];
-            (*arena).prev = ptr::null_mut();
-            (*arena).next = head;
-            if !head.is_null() {
-                (*head).prev = arena;
-            }
-            self.by_free_pages[free] = arena;
+            self.by_free_pages[free].push_front(arena);
             self.nonempty |= 1 << free;
             (*arena).list = free as u8;
         }
@@ -629,17 +542,9 @@ impl ArenaLists {
             if list == USABLE_PAGES {
                 ARENAS.empty.fetch_sub(1, Ordering::Relaxed);
             }
-            let (prev, next) = ((*arena).prev, (*arena).next);
-            if prev.is_null() {
-                self.by_free_pages[list] = next;
-                if next.is_null() {
-                    self.nonempty &= !(1 << list);
-                }
-            } else {
-                (*prev).next = next;
-            }
-            if !next.is_null() {
-                (*next).prev = prev;
+            self.by_free_pages[list].remove(arena);
+            if self.by_free_pages[list].is_empty() {
+                self.nonempty &= !(1 << list);
             }
             (*arena).list = NOT_LISTED;
         }
@@ -676,15 +581,7 @@ impl ArenaLists {
         // state for every other field (null links, empty pools). Pages never touched count
         // as released: they cost no memory.
         unsafe {
-            // Loom's atomics are handles into the model's state, for which zero bytes are
-            // no valid value: make them.
-            #[cfg(loom)]
-            {
-                for page in 0..PAGES_PER_ARENA {
-                    ptr::addr_of_mut!((*arena).page_pool[page]).write(AtomicU8::new(0));
-                }
-            }
-            (*arena).magic = ARENA_MAGIC;
+            PageMap::init(ptr::addr_of_mut!((*arena).map));
             (*arena).free_pages = free_pages_of_new_arena();
             (*arena).released_pages = free_pages_of_new_arena();
             (*arena).list = NOT_LISTED;
@@ -714,12 +611,10 @@ unsafe fn arenas_of_reservation(lists: &ArenaLists) -> impl Iterator<Item = *mut
 /// against their sums; returns the figures.
 #[cfg(all(test, loom))]
 pub(crate) fn check_invariants() -> ArenaFigures {
-    let _guard = ARENAS.lock.lock();
-    // SAFETY: we hold the arena lock.
-    let lists = unsafe { &*ARENAS.lists.get() };
+    let lists = ARENAS.lists.lock();
     let (mut mapped, mut pool_pages, mut dirty, mut released, mut empty) = (0, 0, 0, 0, 0);
     // SAFETY: we hold the arena lock.
-    for arena in unsafe { arenas_of_reservation(lists) } {
+    for arena in unsafe { arenas_of_reservation(&lists) } {
         if !chunk_map::contains(arena as usize) {
             continue;
         }
@@ -728,7 +623,7 @@ pub(crate) fn check_invariants() -> ArenaFigures {
         unsafe {
             let free = (*arena).free_pages;
             let gone = (*arena).released_pages;
-            assert_eq!((*arena).magic, ARENA_MAGIC);
+            assert!(layout::is_arena(arena as usize));
             assert_eq!(
                 free & !free_pages_of_new_arena(),
                 0,
@@ -737,18 +632,19 @@ pub(crate) fn check_invariants() -> ArenaFigures {
             assert_eq!(gone & !free, 0, "released pages are free pages");
             let free_count = free.count_ones() as usize;
             for page in HEADER_PAGES..PAGES_PER_ARENA {
-                let in_pool = (*arena).page_pool[page].load(Ordering::Relaxed) != 0;
+                let in_pool = (*arena).map.pool_start(page) != 0;
                 assert_eq!(in_pool, free & (1 << page) == 0, "page {page} of {arena:p}");
             }
             if free_count == 0 {
                 assert_eq!((*arena).list, NOT_LISTED);
             } else {
                 assert_eq!((*arena).list as usize, free_count);
-                let mut listed = lists.by_free_pages[free_count];
-                while !listed.is_null() && listed != arena {
-                    listed = (*listed).next;
-                }
-                assert_eq!(listed, arena, "{arena:p} is in the list of its free pages");
+                assert!(
+                    lists.by_free_pages[free_count]
+                        .iter()
+                        .any(|listed| listed == arena),
+                    "{arena:p} is in the list of its free pages"
+                );
             }
             pool_pages += USABLE_PAGES - free_count;
             dirty += (free & !gone).count_ones() as usize;
@@ -756,27 +652,15 @@ pub(crate) fn check_invariants() -> ArenaFigures {
             empty += (free_count == USABLE_PAGES) as usize;
         }
     }
-    assert_eq!(
-        ARENAS.mapped.load(Ordering::Relaxed),
-        mapped,
-        "mapped arenas"
-    );
-    assert_eq!(
-        ARENAS.pool_pages.load(Ordering::Relaxed),
-        pool_pages,
-        "pool pages"
-    );
-    assert_eq!(
-        ARENAS.dirty_pages.load(Ordering::Relaxed),
-        dirty,
-        "dirty pages"
-    );
-    assert_eq!(
-        ARENAS.released_pages.load(Ordering::Relaxed),
-        released,
-        "released pages"
-    );
-    assert_eq!(ARENAS.empty.load(Ordering::Relaxed), empty, "empty arenas");
+    for (counter, sum, what) in [
+        (&ARENAS.mapped, mapped, "mapped arenas"),
+        (&ARENAS.pool_pages, pool_pages, "pool pages"),
+        (&ARENAS.dirty_pages, dirty, "dirty pages"),
+        (&ARENAS.released_pages, released, "released pages"),
+        (&ARENAS.empty, empty, "empty arenas"),
+    ] {
+        assert_eq!(counter.load(Ordering::Relaxed), sum, "{what}");
+    }
     ArenaFigures {
         mapped,
         pool_pages,
@@ -791,11 +675,9 @@ pub(crate) fn check_invariants() -> ArenaFigures {
 /// do not pile up mappings. The registry is dead afterwards (loom makes a new one).
 #[cfg(all(test, loom))]
 pub(crate) fn unmap_reservation_after_model() {
-    let _guard = ARENAS.lock.lock();
+    let mut lists = ARENAS.lists.lock();
     // SAFETY: we hold the arena lock.
-    let lists = unsafe { &mut *ARENAS.lists.get() };
-    // SAFETY: we hold the arena lock.
-    for arena in unsafe { arenas_of_reservation(lists) } {
+    for arena in unsafe { arenas_of_reservation(&lists) } {
         if chunk_map::contains(arena as usize) {
             chunk_map::remove(arena as usize);
             // SAFETY: the execution is over: nothing uses its arenas any more.

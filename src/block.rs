@@ -30,7 +30,7 @@ use crate::sync::{unmodelled::AtomicUsize, Ordering};
 use core::ptr;
 
 #[cfg(feature = "hardened")]
-use crate::hardened::{decode_link, encode_link};
+use crate::hardened;
 
 /// The first word of a free block: its link, as [`set_next`] stored it.
 #[repr(C)]
@@ -49,6 +49,19 @@ fn encode_link(_block: *mut Block, next: *mut Block) -> *mut Block {
 #[inline(always)]
 fn decode_link(_block: *mut Block, stored: *mut Block, _class: SizeClass) -> *mut Block {
     stored
+}
+
+/// Stored links are encoded and checked (`hardened.rs`).
+#[cfg(feature = "hardened")]
+#[inline(always)]
+fn encode_link(block: *mut Block, next: *mut Block) -> *mut Block {
+    hardened::encode_link(block as usize, next as usize) as *mut Block
+}
+
+#[cfg(feature = "hardened")]
+#[inline(always)]
+fn decode_link(block: *mut Block, stored: *mut Block, class: SizeClass) -> *mut Block {
+    hardened::decode_link(block as usize, stored as usize, class) as *mut Block
 }
 
 /// The block after `block` in its list (null at the end). `class` is the class of the

@@ -18,8 +18,6 @@
 
 use crate::fatal::fatal;
 use crate::front::{self, Owner};
-use crate::size_class::SizeClass;
-use crate::{large, thread_cache};
 use core::ffi::{c_int, c_void};
 use core::ptr;
 
@@ -117,15 +115,8 @@ pub unsafe fn free(ptr: *mut c_void) {
     if ptr.is_null() {
         return;
     }
-    let block = ptr as *mut u8;
-    match front::owner_of(block) {
-        // SAFETY: the block is a block of this class, handed back by the caller.
-        Some(Owner::Class(class)) => unsafe { thread_cache::free(block, class) },
-        // SAFETY: a live large block, handed back by the caller.
-        Some(Owner::Large) => unsafe { large::free(block) },
-        Some(Owner::FreedLarge) => fatal("free(): double free of", block as usize),
-        None => fatal("free(): invalid pointer", block as usize),
-    }
+    // SAFETY: the caller's promise; the pointer is not null.
+    unsafe { front::free_unsized(ptr as *mut u8) }
 }
 
 /// `free_sized(ptr, size)` (C23): the size is a hint we do not need.
@@ -162,37 +153,12 @@ pub unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
     if size > MAX_REQUEST {
         return fail_enomem();
     }
-    let block = ptr as *mut u8;
-    let owner = match front::owner_of(block) {
-        Some(Owner::FreedLarge) => fatal("realloc(): double free of", block as usize),
-        None => fatal("realloc(): invalid pointer", block as usize),
-        Some(owner) => owner,
-    };
-    if let Owner::Class(class) = owner {
-        // SAFETY: `owner_of` found a block in a live pool.
-        unsafe { front::check_not_freed(block) };
-        if SizeClass::for_layout(size, default_align(size)) == Some(class) {
-            return ptr;
-        }
+    // SAFETY: the caller's promise; the pointer is not null.
+    let moved = unsafe { front::realloc_unsized(ptr as *mut u8, size, default_align(size)) };
+    if moved.is_null() {
+        return fail_enomem();
     }
-    if owner == Owner::Large && SizeClass::for_layout(size, default_align(size)).is_none() {
-        // SAFETY: a live large block, still large.
-        let moved = unsafe { large::realloc(block, size) };
-        if moved.is_null() {
-            return fail_enomem();
-        }
-        return moved as *mut c_void;
-    }
-    let moved = malloc(size);
-    if !moved.is_null() {
-        // SAFETY: the old block is live with `usable` bytes; the new one holds `size`.
-        unsafe {
-            let usable = front::usable_size(block, owner);
-            ptr::copy_nonoverlapping(block, moved as *mut u8, usable.min(size));
-            free(ptr);
-        }
-    }
-    moved
+    moved as *mut c_void
 }
 
 /// `reallocarray(ptr, count, size)`.
@@ -325,5 +291,5 @@ pub unsafe fn stats(out: *mut CStats) {
 /// For the shared library's constructor: the dynamic loader is done, a background thread
 /// may now be started.
 pub fn library_loaded() {
-    crate::trim::allow_background_thread();
+    front::allow_background_thread();
 }

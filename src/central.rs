@@ -25,11 +25,10 @@
 
 use crate::arena;
 use crate::block::Batch;
+use crate::list::List;
 use crate::pool::{Pool, NOT_LISTED};
 use crate::size_class::{SizeClass, MAX_TRANSFER_BATCHES, NUM_CLASSES};
-use crate::sync::{model_static, Mutex};
-use core::cell::UnsafeCell;
-use core::ptr;
+use crate::sync::{model_static, Mutex, RawMutex};
 
 /// Room for the largest class transfer cache; each class uses its `transfer_batches`.
 const TRANSFER_SLOTS: usize = MAX_TRANSFER_BATCHES;
@@ -45,49 +44,39 @@ struct CentralLists {
     transfer_low_water: usize,
     /// Blocks in the parked batches.
     transfer_blocks: usize,
-    bins: [*mut Pool; FULLNESS_BINS],
+    bins: [List<Pool>; FULLNESS_BINS],
     /// Blocks out of the class's pools.
     blocks_out: usize,
     /// Pools of the class.
     pools: usize,
 }
 
-/// The central state of one size class.
-struct Central {
-    lock: Mutex,
-    lists: UnsafeCell<CentralLists>,
-}
-
-// SAFETY: `lists` (and the pool descriptors of the class) are only touched with `lock` held.
-unsafe impl Sync for Central {}
+// SAFETY: the batches and pools the lists point to are memory of ours that any thread may
+// touch under the class lock (which also guards the pool descriptors of the class).
+unsafe impl Send for CentralLists {}
 
 const EMPTY_LISTS: CentralLists = CentralLists {
     transfer: [Batch::EMPTY; TRANSFER_SLOTS],
     transfer_len: 0,
     transfer_low_water: 0,
     transfer_blocks: 0,
-    bins: [ptr::null_mut(); FULLNESS_BINS],
+    bins: [const { List::new() }; FULLNESS_BINS],
     blocks_out: 0,
     pools: 0,
 };
 
 #[cfg(not(loom))]
 #[allow(clippy::declare_interior_mutable_const)] // used once, to fill the array below
-const NEW_CENTRAL: Central = Central {
-    lock: Mutex::new(),
-    lists: UnsafeCell::new(EMPTY_LISTS),
-};
+const NEW_CENTRAL: Mutex<CentralLists> = Mutex::new(EMPTY_LISTS);
 
 model_static! {
-    static CENTRAL: [Central; NUM_CLASSES] = [NEW_CENTRAL; NUM_CLASSES],
-    loom = core::array::from_fn(|_| Central {
-        lock: Mutex::new(),
-        lists: UnsafeCell::new(EMPTY_LISTS),
-    });
+    /// Per class, the central lists behind the class lock.
+    static CENTRAL: [Mutex<CentralLists>; NUM_CLASSES] = [NEW_CENTRAL; NUM_CLASSES],
+    loom = core::array::from_fn(|_| Mutex::new(EMPTY_LISTS));
 }
 
 #[inline]
-fn central(class: SizeClass) -> &'static Central {
+fn central(class: SizeClass) -> &'static Mutex<CentralLists> {
     // SAFETY: a `SizeClass` index is below NUM_CLASSES.
     unsafe { CENTRAL.get_unchecked(class.index()) }
 }
@@ -96,10 +85,8 @@ fn central(class: SizeClass) -> &'static Central {
 /// parked batch if there is one (whatever its length), else blocks from the fullest pools,
 /// carving a new pool when none has room.
 pub(crate) fn refill(class: SizeClass, want: u32) -> Batch {
-    let central = central(class);
-    let _guard = central.lock.lock();
-    // SAFETY: we hold the class lock.
-    let lists = unsafe { &mut *central.lists.get() };
+    let mut guard = central(class).lock();
+    let lists = &mut *guard;
     if lists.transfer_len > 0 {
         lists.transfer_len -= 1;
         lists.transfer_low_water = lists.transfer_low_water.min(lists.transfer_len);
@@ -142,10 +129,8 @@ pub(crate) unsafe fn flush(class: SizeClass, mut batch: Batch) {
         return;
     }
     let batch_len = class.info().batch as u32;
-    let central = central(class);
-    let _guard = central.lock.lock();
-    // SAFETY: we hold the class lock.
-    let lists = unsafe { &mut *central.lists.get() };
+    let mut guard = central(class).lock();
+    let lists = &mut *guard;
     while batch.count > 0 && lists.transfer_len < class.info().transfer_batches as usize {
         // SAFETY: the list's count is its length and its blocks are of `class` (caller).
         let front = unsafe { batch.split_front(batch_len, class) };
@@ -163,20 +148,18 @@ pub(crate) unsafe fn flush(class: SizeClass, mut batch: Batch) {
 /// # Safety
 /// As [`flush`].
 pub(crate) unsafe fn return_to_pools(class: SizeClass, batch: Batch) {
-    let central = central(class);
-    let _guard = central.lock.lock();
+    let mut guard = central(class).lock();
+    let lists = &mut *guard;
     // SAFETY: we hold the class lock; the caller vouches for the blocks.
-    unsafe { (*central.lists.get()).return_to_pools(class, batch) };
+    unsafe { lists.return_to_pools(class, batch) };
 }
 
 /// Returns to their pools the parked batches of `class` that nobody took since the last
 /// pass (all of them when `everything`), so that emptied pools give their pages back.
 /// Returns whether batches are still parked (a later pass may return them).
 pub(crate) fn trim(class: SizeClass, everything: bool) -> bool {
-    let central = central(class);
-    let _guard = central.lock.lock();
-    // SAFETY: we hold the class lock.
-    let lists = unsafe { &mut *central.lists.get() };
+    let mut guard = central(class).lock();
+    let lists = &mut *guard;
     let idle = if everything {
         lists.transfer_len
     } else {
@@ -207,10 +190,7 @@ pub(crate) struct ClassFigures {
 
 /// The figures of `class`, read under its lock.
 pub(crate) fn figures(class: SizeClass) -> ClassFigures {
-    let central = central(class);
-    let _guard = central.lock.lock();
-    // SAFETY: we hold the class lock.
-    let lists = unsafe { &*central.lists.get() };
+    let lists = central(class).lock();
     ClassFigures {
         blocks_out: lists.blocks_out,
         transfer_blocks: lists.transfer_blocks,
@@ -218,25 +198,9 @@ pub(crate) fn figures(class: SizeClass) -> ClassFigures {
     }
 }
 
-/// Fork support: take every class lock, in class order, before `fork`.
-pub(crate) fn lock_before_fork() {
-    for central in CENTRAL.iter() {
-        central.lock.raw_lock();
-    }
-}
-
-/// Fork support: release the class locks in the parent after `fork`.
-pub(crate) fn unlock_after_fork_in_parent() {
-    for central in CENTRAL.iter().rev() {
-        central.lock.raw_unlock();
-    }
-}
-
-/// Fork support: the child's only thread owns the locks; make them free.
-pub(crate) fn reset_after_fork_in_child() {
-    for central in CENTRAL.iter() {
-        central.lock.reset_in_child();
-    }
+/// The class locks in class order, for the fork handlers (`lifecycle.rs`).
+pub(crate) fn locks_for_fork() -> impl Iterator<Item = &'static RawMutex> {
+    CENTRAL.iter().map(Mutex::raw)
 }
 
 impl CentralLists {
@@ -258,11 +222,11 @@ impl CentralLists {
                 let was_exhausted = !(*pool).has_room();
                 (*pool).put(block);
                 self.blocks_out -= 1;
-                if (*pool).used == 0 {
+                if (*pool).used() == 0 {
                     self.unfile(pool);
                     self.pools -= 1;
                     arena::release_pool(pool);
-                } else if was_exhausted || bin_for(pool) != (*pool).bin {
+                } else if was_exhausted || bin_for(pool) != (*pool).bin() {
                     self.unfile(pool);
                     self.file(pool);
                 }
@@ -276,7 +240,7 @@ impl CentralLists {
     /// The class lock is held.
     unsafe fn fullest_pool(&mut self) -> Option<*mut Pool> {
         for bin in (0..FULLNESS_BINS).rev() {
-            let pool = self.bins[bin];
+            let pool = self.bins[bin].first();
             if !pool.is_null() {
                 // SAFETY: pools in the bins are live and guarded by the lock we hold.
                 unsafe { self.unfile(pool) };
@@ -296,15 +260,9 @@ impl CentralLists {
             if !(*pool).has_room() {
                 return;
             }
-            let bin = bin_for(pool) as usize;
-            let head = self.bins[bin];
-            (*pool).prev = ptr::null_mut();
-            (*pool).next = head;
-            if !head.is_null() {
-                (*head).prev = pool;
-            }
-            self.bins[bin] = pool;
-            (*pool).bin = bin as u8;
+            let bin = bin_for(pool);
+            self.bins[bin as usize].push_front(pool);
+            (*pool).set_bin(bin);
         }
     }
 
@@ -315,20 +273,12 @@ impl CentralLists {
     unsafe fn unfile(&mut self, pool: *mut Pool) {
         // SAFETY: by the caller's promises; bin neighbours are live pools of the class.
         unsafe {
-            let bin = (*pool).bin;
+            let bin = (*pool).bin();
             if bin == NOT_LISTED {
                 return;
             }
-            let (prev, next) = ((*pool).prev, (*pool).next);
-            if prev.is_null() {
-                self.bins[bin as usize] = next;
-            } else {
-                (*prev).next = next;
-            }
-            if !next.is_null() {
-                (*next).prev = prev;
-            }
-            (*pool).bin = NOT_LISTED;
+            self.bins[bin as usize].remove(pool);
+            (*pool).set_bin(NOT_LISTED);
         }
     }
 }
@@ -341,7 +291,7 @@ unsafe fn bin_for(pool: *mut Pool) -> u8 {
     // SAFETY: by the caller's promises.
     let (used, blocks) = unsafe {
         (
-            (*pool).used as usize,
+            (*pool).used() as usize,
             (*pool).class().info().blocks_per_pool,
         )
     };
@@ -360,7 +310,7 @@ mod tests {
         // under its central lock as their contract asks.
         let class = SizeClass::from_index(NUM_CLASSES - 2).unwrap();
         let pages = class.info().pool_pages as usize;
-        let _central = central(class).lock.lock();
+        let _central = central(class).lock();
         // SAFETY: we hold the class's central lock; pools are released before return.
         unsafe {
             let a = carve_pool(class);

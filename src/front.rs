@@ -9,9 +9,10 @@
 //! the header of its chunk, in O(1), and rejects pointers that are not blocks of ours.
 
 use crate::consts::ARENA_MASK;
+use crate::fatal::fatal;
 use crate::large::{self, LargeState};
 use crate::size_class::SizeClass;
-use crate::{arena, chunk_map, lifecycle, thread_cache, trim};
+use crate::{chunk_map, layout, lifecycle, thread_cache, trim};
 use core::ptr;
 
 /// A block of at least `size` bytes aligned to `align` (a power of two), or null.
@@ -49,8 +50,36 @@ pub(crate) unsafe fn dealloc(block: *mut u8, size: usize, align: usize) {
     let class = SizeClass::for_layout(size, align);
     #[cfg(feature = "hardened")]
     check_owner(block, class);
+    // SAFETY: the caller's promise, and the class is the one the block came from.
+    unsafe { release(block, class) }
+}
+
+/// Frees a pointer of unknown size (C's `free`): finds what it is ([`owner_of`]) and
+/// aborts, naming `free()`, when it is not a live block of ours.
+///
+/// # Safety
+/// `block` is not null and, if it is a live block of ours, is not used again.
+#[inline]
+pub(crate) unsafe fn free_unsized(block: *mut u8) {
+    let class = match owner_of(block) {
+        Some(Owner::Class(class)) => Some(class),
+        Some(Owner::Large) => None,
+        Some(Owner::FreedLarge) => fatal("free(): double free of", block as usize),
+        None => fatal("free(): invalid pointer", block as usize),
+    };
+    // SAFETY: `owner_of` found a block of this class (or a live large block), which the
+    // caller hands back.
+    unsafe { release(block, class) }
+}
+
+/// Returns a checked block to its thread cache (`class`) or its mapping (`None`: large).
+///
+/// # Safety
+/// `block` is a live block of `class` (or a live large block) that is not used again.
+#[inline(always)]
+unsafe fn release(block: *mut u8, class: Option<SizeClass>) {
     match class {
-        // SAFETY: the caller's promise, and the class is the one the block came from.
+        // SAFETY: the caller's promise.
         Some(class) => unsafe { thread_cache::free(block, class) },
         // SAFETY: the caller's promise.
         None => unsafe { large::free(block) },
@@ -70,14 +99,54 @@ pub(crate) unsafe fn realloc(
     new_size: usize,
 ) -> *mut u8 {
     let old_class = SizeClass::for_layout(old_size, align);
-    let new_class = SizeClass::for_layout(new_size, align);
     #[cfg(feature = "hardened")]
     check_owner(block, old_class);
+    // SAFETY: the caller's promise (checked by `check_owner` when hardened).
+    unsafe { resize(block, old_class, old_size, align, new_size) }
+}
+
+/// Resizes a pointer of unknown size (C's `realloc`) to `new_size` bytes aligned to
+/// `align`, as [`realloc`] does; aborts, naming `realloc()`, when it is not a live block of
+/// ours. Null (the block untouched) when memory is exhausted.
+///
+/// # Safety
+/// `block` is not null; if it is a live block of ours, the caller gives it up when the
+/// result is not null.
+pub(crate) unsafe fn realloc_unsized(block: *mut u8, new_size: usize, align: usize) -> *mut u8 {
+    let owner = match owner_of(block) {
+        Some(Owner::FreedLarge) => fatal("realloc(): double free of", block as usize),
+        None => fatal("realloc(): invalid pointer", block as usize),
+        Some(owner) => owner,
+    };
+    let old_class = match owner {
+        Owner::Class(class) => Some(class),
+        _ => None,
+    };
+    // SAFETY: `owner_of` found a live block of ours, `usable` bytes long.
+    unsafe {
+        let usable = usable_size(block, owner);
+        resize(block, old_class, usable, align, new_size)
+    }
+}
+
+/// The one resize of both fronts: in place when the class stays or both sizes are large,
+/// otherwise a new block with the first `min(keep, new_size)` bytes copied and the old one
+/// freed.
+///
+/// # Safety
+/// `block` is a live block of `old_class` (`None`: large) holding at least `keep` bytes.
+unsafe fn resize(
+    block: *mut u8,
+    old_class: Option<SizeClass>,
+    keep: usize,
+    align: usize,
+    new_size: usize,
+) -> *mut u8 {
     if old_class.is_some() {
-        // SAFETY: the caller's promise (checked by `check_owner` when hardened).
+        // SAFETY: the caller's promise: a block of a size class in a live pool.
         unsafe { check_not_freed(block) };
     }
-    match (old_class, new_class) {
+    match (old_class, SizeClass::for_layout(new_size, align)) {
         (Some(old), Some(new)) if old == new => return block,
         // SAFETY: the caller's promise.
         (None, None) => return unsafe { large::realloc(block, new_size) },
@@ -85,10 +154,11 @@ pub(crate) unsafe fn realloc(
     }
     let moved = alloc(new_size, align);
     if !moved.is_null() {
-        // SAFETY: both blocks hold at least the bytes copied, and are distinct.
+        // SAFETY: both blocks hold at least the bytes copied, and are distinct; the old
+        // one is live and of `old_class`.
         unsafe {
-            ptr::copy_nonoverlapping(block, moved, old_size.min(new_size));
-            dealloc(block, old_size, align);
+            ptr::copy_nonoverlapping(block, moved, keep.min(new_size));
+            release(block, old_class);
         }
     }
     moved
@@ -116,7 +186,7 @@ pub(crate) unsafe fn check_not_freed(block: *mut u8) {
 #[inline(always)]
 fn check_owner(block: *mut u8, class: Option<SizeClass>) {
     let owned = match class {
-        Some(class) => arena::is_block_of_class(block, class),
+        Some(class) => layout::is_block_of_class(block, class),
         None => match owner_of(block) {
             Some(Owner::Large) => true,
             Some(Owner::FreedLarge) => crate::fatal::fatal("double free of", block as usize),
@@ -148,14 +218,14 @@ pub(crate) fn owner_of(ptr: *mut u8) -> Option<Owner> {
     }
     // SAFETY: the chunk map says the chunk holds a live header of ours.
     unsafe {
-        if arena::is_arena(chunk) {
+        if layout::is_arena(chunk) {
             // A pointer exactly at a chunk's start gave us the chunk below it: if that is
             // an arena, the pointer is past its end (in a chunk we know nothing of), and
             // no block starts there anyway (an arena starts with its header).
             if ptr as usize & !ARENA_MASK == 0 {
                 return None;
             }
-            return arena::class_of_block(ptr).map(Owner::Class);
+            return layout::class_of_block(ptr).map(Owner::Class);
         }
         match large::state_of(ptr) {
             LargeState::Live => Some(Owner::Large),
@@ -176,6 +246,12 @@ pub(crate) unsafe fn usable_size(ptr: *mut u8, owner: Owner) -> usize {
         Owner::Large => unsafe { large::usable_size(ptr) },
         Owner::FreedLarge => 0,
     }
+}
+
+/// Lets the background trimmer start (for the shared library's constructor: the dynamic
+/// loader is done).
+pub(crate) fn allow_background_thread() {
+    trim::allow_background_thread();
 }
 
 /// Gives idle memory back to the OS now (`ebbmalloc::trim`, `malloc_trim`): this thread's

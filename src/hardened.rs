@@ -14,7 +14,7 @@
 //!   aborts with `ebbmalloc: corrupted free list at 0x<block>`, naming the block whose link
 //!   was overwritten.
 //! - **A double-free check on every free** ([`on_free`], [`on_alloc`]). The out-block
-//!   bitmap of each arena (`pool.rs`) changes meaning: a bit is set exactly while its block
+//!   bitmap of each arena (`layout.rs`, `pool.rs`) changes meaning: a bit is set exactly while its block
 //!   is *live*, held by the program. `alloc` sets it (it must have been clear: a block on a
 //!   free list is never live), `free` clears it (it must have been set, or the block is
 //!   already free: `ebbmalloc: double free of 0x...`). The bits are atomic words here,
@@ -32,11 +32,9 @@
 //! the first arena is made (`arena.rs` calls [`seed`]); no link exists before that. Nothing
 //! here allocates.
 
-use crate::arena;
-use crate::block::Block;
 use crate::consts::PAGE_SHIFT;
 use crate::fatal::fatal;
-use crate::pool;
+use crate::layout::{is_block_of_class, OutBit};
 use crate::size_class::SizeClass;
 use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 
@@ -44,7 +42,7 @@ use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 pub(crate) const FILL: u8 = 0xDF;
 
 /// Bytes at the start of a free block that hold its link and are not filled.
-const LINK_BYTES: usize = core::mem::size_of::<*mut Block>();
+const LINK_BYTES: usize = core::mem::size_of::<usize>();
 
 /// The link key; 0 until [`seed`] ran (it is never 0 afterwards).
 static KEY: AtomicUsize = AtomicUsize::new(0);
@@ -72,24 +70,24 @@ fn random() -> u64 {
     )
 }
 
-/// The mask that encodes the link stored in `block`.
+/// The mask that encodes the link stored in the free block at `block`.
 #[inline(always)]
-fn link_mask(block: *mut Block) -> usize {
-    KEY.load(Ordering::Relaxed) ^ (block as usize >> PAGE_SHIFT)
+fn link_mask(block: usize) -> usize {
+    KEY.load(Ordering::Relaxed) ^ (block >> PAGE_SHIFT)
 }
 
-/// The word to store in `block` to link it to `next`.
+/// The word to store in the free block at `block` to link it to `next`.
 #[inline(always)]
-pub(crate) fn encode_link(block: *mut Block, next: *mut Block) -> *mut Block {
-    (next as usize ^ link_mask(block)) as *mut Block
+pub(crate) fn encode_link(block: usize, next: usize) -> usize {
+    next ^ link_mask(block)
 }
 
-/// The block `block` links to, from the word stored in it; aborts unless it is null or a
-/// block of `class`.
+/// The address the free block at `block` links to, from the word stored in it; aborts
+/// unless it is null or a block of `class`.
 #[inline(always)]
-pub(crate) fn decode_link(block: *mut Block, stored: *mut Block, class: SizeClass) -> *mut Block {
-    let next = (stored as usize ^ link_mask(block)) as *mut Block;
-    if !next.is_null() && !arena::is_block_of_class(next as *mut u8, class) {
+pub(crate) fn decode_link(block: usize, stored: usize, class: SizeClass) -> usize {
+    let next = stored ^ link_mask(block);
+    if next != 0 && !is_block_of_class(next as *mut u8, class) {
         corrupted_free_list(block);
     }
     next
@@ -97,8 +95,8 @@ pub(crate) fn decode_link(block: *mut Block, stored: *mut Block, class: SizeClas
 
 #[cold]
 #[inline(never)]
-fn corrupted_free_list(block: *mut Block) -> ! {
-    fatal("corrupted free list at", block as usize)
+fn corrupted_free_list(block: usize) -> ! {
+    fatal("corrupted free list at", block)
 }
 
 /// Marks a block of `class` handed to the program live, after checking it was free (and,
@@ -109,8 +107,8 @@ fn corrupted_free_list(block: *mut Block) -> ! {
 #[inline(always)]
 pub(crate) unsafe fn on_alloc(block: *mut u8, class: SizeClass) {
     // SAFETY: a block off a free list lies in a live pool of an arena (its link was checked).
-    if unsafe { pool::mark_live(block) } {
-        corrupted_free_list(block as *mut Block);
+    if unsafe { OutBit::of(block).set_atomic() } {
+        corrupted_free_list(block as usize);
     }
     #[cfg(debug_assertions)]
     {
@@ -129,7 +127,7 @@ pub(crate) unsafe fn on_alloc(block: *mut u8, class: SizeClass) {
 #[inline(always)]
 pub(crate) unsafe fn on_free(block: *mut u8, class: SizeClass) {
     // SAFETY: by the caller's promise the block's arena is live.
-    if !unsafe { pool::mark_free(block) } {
+    if !unsafe { OutBit::of(block).clear_atomic() } {
         fatal("double free of", block as usize);
     }
     // SAFETY: the block is `class.size()` bytes and now ours again.
@@ -142,7 +140,7 @@ pub(crate) unsafe fn on_free(block: *mut u8, class: SizeClass) {
 /// As [`on_free`].
 pub(crate) unsafe fn check_live(block: *mut u8, message: &str) {
     // SAFETY: by the caller's promise.
-    if !unsafe { pool::is_live(block) } {
+    if !unsafe { OutBit::of(block).is_set_atomic() } {
         fatal(message, block as usize);
     }
 }

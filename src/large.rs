@@ -46,8 +46,7 @@ use crate::consts::{ARENA_MASK, ARENA_SIZE, PAGE_SIZE};
 use crate::fatal::fatal;
 use crate::os;
 use crate::sanitizer;
-use crate::sync::{model_static, AtomicUsize, Mutex, Ordering, MEMORY_FREED};
-use core::cell::UnsafeCell;
+use crate::sync::{model_static, AtomicUsize, Mutex, Ordering, RawMutex, MEMORY_FREED};
 use core::ptr;
 
 /// Tells a large-mapping header from an arena header ("ebblarge").
@@ -110,23 +109,16 @@ struct CachedMappings {
     bytes: usize,
 }
 
-struct MappingCache {
-    lock: Mutex,
-    mappings: UnsafeCell<CachedMappings>,
-}
-
-// SAFETY: `mappings` is only touched with `lock` held.
-unsafe impl Sync for MappingCache {}
+// SAFETY: the cached mappings are ours, unused, and any thread may take or unmap them
+// under the cache lock.
+unsafe impl Send for CachedMappings {}
 
 model_static! {
-    static CACHE: MappingCache = MappingCache {
-        lock: Mutex::new(),
-        mappings: UnsafeCell::new(CachedMappings {
-            entries: [NO_MAPPING; CACHE_ENTRIES],
-            len: 0,
-            bytes: 0,
-        }),
-    };
+    static CACHE: Mutex<CachedMappings> = Mutex::new(CachedMappings {
+        entries: [NO_MAPPING; CACHE_ENTRIES],
+        len: 0,
+        bytes: 0,
+    });
 }
 
 model_static! {
@@ -333,11 +325,7 @@ unsafe fn resize_mapping(
 
 /// Bytes in large mappings: (live or cached, cached only).
 pub(crate) fn mapped_bytes() -> (usize, usize) {
-    let cached = {
-        let _guard = CACHE.lock.lock();
-        // SAFETY: we hold the cache lock.
-        unsafe { (*CACHE.mappings.get()).bytes }
-    };
+    let cached = { CACHE.lock().bytes };
     let hot = unpack_hot(HOT.load(Ordering::Relaxed)).map_or(0, |(_, len)| len);
     (MAPPED_BYTES.load(Ordering::Relaxed), cached + hot)
 }
@@ -383,9 +371,8 @@ pub(crate) fn trim(now_ms: u32, decay_ms: u32) -> usize {
     let mut expired = [NO_MAPPING; CACHE_ENTRIES];
     let mut expired_count = 0;
     {
-        let _guard = CACHE.lock.lock();
-        // SAFETY: we hold the cache lock.
-        let cache = unsafe { &mut *CACHE.mappings.get() };
+        let mut guard = CACHE.lock();
+        let cache = &mut *guard;
         let mut kept = 0;
         for i in 0..cache.len {
             let mut entry = cache.entries[i];
@@ -420,19 +407,9 @@ fn unmap_cached(entry: &CachedMapping) {
     unsafe { os::unmap(entry.base, entry.map_len) };
 }
 
-/// Fork support: take the mapping-cache lock before `fork`.
-pub(crate) fn lock_before_fork() {
-    CACHE.lock.raw_lock();
-}
-
-/// Fork support: release the mapping-cache lock in the parent.
-pub(crate) fn unlock_after_fork_in_parent() {
-    CACHE.lock.raw_unlock();
-}
-
-/// Fork support: free the mapping-cache lock in the child.
-pub(crate) fn reset_after_fork_in_child() {
-    CACHE.lock.reset_in_child();
+/// The mapping-cache lock, for the fork handlers (`lifecycle.rs`).
+pub(crate) fn lock_for_fork() -> &'static RawMutex {
+    CACHE.raw()
 }
 
 #[cfg(not(feature = "hardened"))]
@@ -578,9 +555,8 @@ fn take_cached(map_len: usize) -> Option<(*mut u8, usize)> {
         }
         put_cached(hot, hot_len);
     }
-    let _guard = CACHE.lock.lock();
-    // SAFETY: we hold the cache lock.
-    let cache = unsafe { &mut *CACHE.mappings.get() };
+    let mut guard = CACHE.lock();
+    let cache = &mut *guard;
     let mut best: Option<usize> = None;
     for i in (0..cache.len).rev() {
         let len = cache.entries[i].map_len;
@@ -608,9 +584,8 @@ fn put_cached(base: *mut u8, map_len: usize) {
     let mut evicted = [NO_MAPPING; CACHE_ENTRIES];
     let mut evicted_count = 0;
     {
-        let _guard = CACHE.lock.lock();
-        // SAFETY: we hold the cache lock.
-        let cache = unsafe { &mut *CACHE.mappings.get() };
+        let mut guard = CACHE.lock();
+        let cache = &mut *guard;
         while cache.len == CACHE_ENTRIES
             || (cache.len > 0 && cache.bytes + map_len > CACHE_MAX_BYTES)
         {

@@ -24,22 +24,38 @@
 //! - **central list**: per class, a transfer cache of batches and the class's partial pools.
 //! - **large block**: above 128 KiB (or aligned beyond it): a mapping of its own.
 //!
-//! # Layers (each calls only the ones below it)
+//! # Layers
+//!
+//! Each module uses only modules on rows below its own (`tests/layers.rs` reads every
+//! `crate::` path in `src/` and fails on an edge that runs sideways or up this table; the
+//! loom models, a test harness, may reach anywhere). Where a lower layer needs something
+//! of a higher one, the higher one passes it down: the front hands the thread cache
+//! `lifecycle::register_thread` as a parameter, the trimmer keeps the epoch the caches read.
 //!
 //! ```text
-//! lib.rs / front.rs   GlobalAlloc; size -> class; small -> thread cache, large -> large
-//! thread_cache.rs     per thread, per class LIFO; batches in and out
-//! central.rs          per class: transfer cache of batches, pools binned by fullness
-//! pool.rs, block.rs   a pool's blocks; intrusive lists and batches
-//! arena.rs            256 KiB arenas, page runs, occupancy-ordered lists
-//! large.rs            mappings of their own, mapping cache, mremap
-//! os.rs               mmap / munmap / madvise / mremap
-//! trim.rs             the trimming pass, the background thread, the slow-path ticker
-//! stats.rs, config.rs statistics; the EBBMALLOC_* settings, declared once
-//! lifecycle.rs        process set-up, thread exit, fork
-//! sync.rs, consts.rs, fatal.rs   atomics and locks, shared numbers, abort on misuse
-//! hardened.rs         (feature `hardened`) link encoding, per-free checks, fill, shuffling
-//! sanitizer.rs        what ASan and memcheck are told (features `asan`, `valgrind`)
+//! lib.rs, c_exports.rs  the Rust API (GlobalAlloc, trim, stats); the exported C symbols
+//! c_abi.rs              C semantics over the front: errno, malloc's alignment, overflow checks
+//! front.rs              size -> class; small -> thread cache, large -> large; free/realloc by lookup
+//! lifecycle.rs          process set-up, thread exit, fork: the one place that knows every lock
+//! stats.rs              statistics, assembled from every layer below
+//! thread_cache.rs       per thread, per class LIFO; batches in and out
+//! trim.rs               the trimming pass, the background thread, the slow-path ticker
+//! central.rs            per class: transfer cache of batches, pools binned by fullness
+//! arena.rs              256 KiB arenas, page runs, occupancy-ordered lists
+//! pool.rs               a pool's blocks: free list, lazy carving, out bits
+//! block.rs              free-block links, batches, the double-free mark
+//! hardened.rs           (feature `hardened`) link encoding, live bits, fill, shuffling
+//! layout.rs             where things are in an arena: page map, out-block bitmap
+//! large.rs              mappings of their own, mapping cache, mremap
+//! chunk_map.rs          which 256 KiB chunks of the address space hold a header of ours
+//! config.rs             the EBBMALLOC_* settings, declared once
+//! size_class.rs         the size classes and their lookup
+//! list.rs               the one intrusive list (arenas, pools' fullness bins, thread caches)
+//! sanitizer.rs, tls.rs  what ASan and memcheck are told; where each thread's cache lives
+//! sync.rs               atomics, locks, the futex event
+//! fatal.rs              stderr without allocating; abort on misuse
+//! os.rs                 every system call, named by intent
+//! consts.rs             the numbers every layer shares
 //! ```
 //!
 //! # Rules of the house
@@ -71,7 +87,9 @@ mod front;
 #[cfg(feature = "hardened")]
 mod hardened;
 mod large;
+mod layout;
 mod lifecycle;
+mod list;
 #[cfg(all(test, loom))]
 mod loom_models;
 mod os;

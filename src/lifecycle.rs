@@ -19,7 +19,7 @@
 use crate::config::{self, Setting};
 #[cfg(not(loom))]
 use crate::os;
-use crate::sync::{model_static, AtomicU32, AtomicU64, Ordering};
+use crate::sync::{model_static, AtomicU32, AtomicU64, Ordering, RawMutex};
 use crate::{arena, central, large, thread_cache, trim};
 
 /// States of [`SETUP`], in its low bits; while setting up, the bits above hold the id of
@@ -145,20 +145,34 @@ extern "C" fn on_thread_exit(_value: *mut core::ffi::c_void) {
     thread_cache::tear_down_this_thread();
 }
 
+/// Every allocator lock, in the one order they are taken before `fork`: the order in
+/// which they nest everywhere else (a thread holding one may take a later one, never an
+/// earlier one), so the forking thread cannot deadlock against another thread that holds
+/// some:
+///
+/// 1. the trimming pass (a pass takes class locks, then the arena and mapping-cache locks);
+/// 2. the thread-cache registry (held alone);
+/// 3. the class locks, in class order (a refill holds its class lock while it carves a
+///    pool from the arenas);
+/// 4. the arena lock;
+/// 5. the large-mapping cache lock (held alone).
+///
+/// This is the only list of the allocator's locks; a new lock is added here, in its place.
+fn each_lock(mut f: impl FnMut(&RawMutex)) {
+    f(trim::lock_for_fork());
+    f(thread_cache::lock_for_fork());
+    central::locks_for_fork().for_each(&mut f);
+    f(arena::lock_for_fork());
+    f(large::lock_for_fork());
+}
+
+/// Takes every lock, so that the child is copied with none held halfway through a change.
 extern "C" fn before_fork() {
-    trim::lock_before_fork();
-    thread_cache::lock_before_fork();
-    central::lock_before_fork();
-    arena::lock_before_fork();
-    large::lock_before_fork();
+    each_lock(RawMutex::lock);
 }
 
 extern "C" fn after_fork_in_parent() {
-    large::unlock_after_fork_in_parent();
-    arena::unlock_after_fork_in_parent();
-    central::unlock_after_fork_in_parent();
-    thread_cache::unlock_after_fork_in_parent();
-    trim::unlock_after_fork_in_parent();
+    each_lock(RawMutex::unlock);
 }
 
 extern "C" fn after_fork_in_child() {
@@ -166,9 +180,9 @@ extern "C" fn after_fork_in_child() {
     // `pthread_atfork` and its record in `HOOKS`, and that this child takes over, must not
     // register them a second time (each lock would be taken twice at the next fork).
     HOOKS.fetch_or(HOOK_FORK, Ordering::Relaxed);
-    large::reset_after_fork_in_child();
-    arena::reset_after_fork_in_child();
-    central::reset_after_fork_in_child();
-    thread_cache::reset_after_fork_in_child();
-    trim::reset_after_fork_in_child();
+    // The child's only thread holds every lock (its parent's `before_fork`): free them,
+    // with no thread to wake.
+    each_lock(RawMutex::reset_in_child);
+    thread_cache::forget_other_threads_after_fork();
+    trim::forget_background_thread_after_fork();
 }

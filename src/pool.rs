@@ -23,17 +23,17 @@
 //! pool, and fresh blocks are carved in random order.
 //!
 //! The descriptor lives in the arena header (`Arena::pools[start_page]`) and is guarded
-//! by the central lock of its class; `prev`/`next`/`bin` link it into that class's
+//! by the central lock of its class; its `links` and `bin` file it in that class's
 //! fullness bins (see `central.rs`).
 
-use crate::arena::out_bitmap_of;
 use crate::block::{next_of, set_next, Batch, Block};
-use crate::consts::{ARENA_MASK, GRANULE};
+#[cfg(feature = "hardened")]
+use crate::consts::ARENA_MASK;
 use crate::fatal::fatal;
+use crate::layout::OutBit;
+use crate::list::{Linked, Links};
 use crate::sanitizer;
 use crate::size_class::SizeClass;
-#[cfg(feature = "hardened")]
-use crate::sync::{AtomicU64, Ordering};
 use core::ptr;
 
 /// `bin` of a pool that is in no fullness bin (exhausted, or being worked on).
@@ -47,28 +47,35 @@ const PUT_MISUSE: &str = "double free of";
 #[cfg(feature = "hardened")]
 const PUT_MISUSE: &str = "corrupted free list at";
 
-/// A pool descriptor.
+/// A pool descriptor. Its fields are this module's; the layers above use the methods.
 #[repr(C)]
 pub(crate) struct Pool {
     /// Blocks returned to this pool.
-    pub(crate) free: *mut Block,
+    free: *mut Block,
     /// Next uncarved block.
-    pub(crate) bump: *mut u8,
+    bump: *mut u8,
     /// End of the last whole block.
-    pub(crate) end: *mut u8,
-    /// Neighbours in the class's fullness bin.
-    pub(crate) prev: *mut Pool,
-    pub(crate) next: *mut Pool,
+    end: *mut u8,
+    /// Its place in the class's fullness bin.
+    links: Links<Pool>,
     /// Blocks out of the pool.
-    pub(crate) used: u32,
+    used: u32,
     /// Size class index.
-    pub(crate) class: u8,
+    class: u8,
     /// Fullness bin, or [`NOT_LISTED`].
-    pub(crate) bin: u8,
+    bin: u8,
     /// Index of the pool's first page in its arena.
-    pub(crate) start_page: u8,
+    start_page: u8,
     /// Number of pages.
-    pub(crate) pages: u8,
+    pages: u8,
+}
+
+// SAFETY: `links` is a field of the node itself.
+unsafe impl Linked for Pool {
+    fn links(node: *mut Pool) -> *mut Links<Pool> {
+        // SAFETY: a field address of the node, computed without reading it.
+        unsafe { ptr::addr_of_mut!((*node).links) }
+    }
 }
 
 impl Pool {
@@ -78,8 +85,7 @@ impl Pool {
         self.free = ptr::null_mut();
         self.bump = start;
         self.end = start.wrapping_add(info.blocks_per_pool as usize * info.size as usize);
-        self.prev = ptr::null_mut();
-        self.next = ptr::null_mut();
+        self.links = Links::new();
         self.used = 0;
         self.class = class.index() as u8;
         self.bin = NOT_LISTED;
@@ -88,6 +94,29 @@ impl Pool {
         // SAFETY: the pool's pages were just taken for it from its arena: ours, mapped, and
         // with no live block in them.
         unsafe { sanitizer::fence_off(start, self.end as usize - start as usize) };
+    }
+
+    /// Blocks out of the pool (0: it can go back to its arena).
+    #[inline]
+    pub(crate) fn used(&self) -> u32 {
+        self.used
+    }
+
+    /// The fullness bin the pool is filed in, or [`NOT_LISTED`] (kept by `central.rs`).
+    #[inline]
+    pub(crate) fn bin(&self) -> u8 {
+        self.bin
+    }
+
+    /// Records the fullness bin the pool is filed in (`central.rs`, under the class lock).
+    #[inline]
+    pub(crate) fn set_bin(&mut self, bin: u8) {
+        self.bin = bin;
+    }
+
+    /// The pages of its arena the pool occupies: first page and count.
+    pub(crate) fn page_run(&self) -> (usize, usize) {
+        (self.start_page as usize, self.pages as usize)
     }
 
     /// The class this pool serves.
@@ -119,7 +148,7 @@ impl Pool {
                 #[cfg(feature = "hardened")]
                 self.check_link(block, self.free);
                 #[cfg(not(feature = "hardened"))]
-                set_out(block as *mut u8);
+                OutBit::of(block as *mut u8).set();
                 out.push(block);
             }
             taken += 1;
@@ -147,7 +176,7 @@ impl Pool {
             let block = self.bump.wrapping_add(i * size) as *mut Block;
             // SAFETY: an uncarved block lies inside the pool's pages and is unused.
             unsafe {
-                set_out(block as *mut u8);
+                OutBit::of(block as *mut u8).set();
                 out.push(block);
             }
         }
@@ -203,9 +232,9 @@ impl Pool {
         // again and its first word the link.
         unsafe {
             #[cfg(not(feature = "hardened"))]
-            let misused = !clear_out(block as *mut u8);
+            let misused = !OutBit::of(block as *mut u8).clear();
             #[cfg(feature = "hardened")]
-            let misused = is_live(block as *mut u8);
+            let misused = OutBit::of(block as *mut u8).is_set_atomic();
             if misused {
                 fatal(PUT_MISUSE, block as usize);
             }
@@ -222,92 +251,4 @@ impl Pool {
         let offset = address.wrapping_sub(pool_start);
         offset < self.bump as usize - pool_start && offset % size == 0
     }
-}
-
-/// The word and bit of `block` in its arena's out-block bitmap.
-#[inline]
-fn out_bit(block: *mut u8) -> (*mut u64, u64) {
-    let granule = (block as usize & !ARENA_MASK) / GRANULE;
-    // The bitmap has one bit per granule of the arena: the word is in bounds.
-    (
-        out_bitmap_of(block).wrapping_add(granule / 64),
-        1 << (granule % 64),
-    )
-}
-
-/// Marks `block` out.
-///
-/// # Safety
-/// `block` starts a block of a live pool whose class lock the caller holds.
-#[cfg(not(feature = "hardened"))]
-#[inline]
-unsafe fn set_out(block: *mut u8) {
-    let (word, bit) = out_bit(block);
-    // SAFETY: the word is in the arena's bitmap page and guarded by the held class lock.
-    unsafe { *word |= bit };
-}
-
-/// Marks `block` back in; returns whether it was out.
-///
-/// # Safety
-/// As [`set_out`].
-#[cfg(not(feature = "hardened"))]
-#[inline]
-unsafe fn clear_out(block: *mut u8) -> bool {
-    let (word, bit) = out_bit(block);
-    // SAFETY: as in `set_out`.
-    unsafe {
-        let was_out = *word & bit != 0;
-        *word &= !bit;
-        was_out
-    }
-}
-
-/// The bitmap word of `block` as an atomic, and its bit (hardened builds, where the bits
-/// change without a lock and are only ever accessed atomically).
-///
-/// # Safety
-/// `block` lies in a live pool of an arena.
-#[cfg(feature = "hardened")]
-#[inline(always)]
-unsafe fn live_bit<'a>(block: *mut u8) -> (&'a AtomicU64, u64) {
-    let (word, bit) = out_bit(block);
-    // SAFETY: the word is in the live arena's bitmap page and 8-aligned.
-    (unsafe { &*(word as *const AtomicU64) }, bit)
-}
-
-/// Marks `block` live; returns whether it was live already.
-///
-/// # Safety
-/// As [`live_bit`].
-#[cfg(feature = "hardened")]
-#[inline(always)]
-pub(crate) unsafe fn mark_live(block: *mut u8) -> bool {
-    // SAFETY: the caller's promise.
-    let (word, bit) = unsafe { live_bit(block) };
-    word.fetch_or(bit, Ordering::Relaxed) & bit != 0
-}
-
-/// Marks `block` free; returns whether it was live.
-///
-/// # Safety
-/// As [`live_bit`].
-#[cfg(feature = "hardened")]
-#[inline(always)]
-pub(crate) unsafe fn mark_free(block: *mut u8) -> bool {
-    // SAFETY: the caller's promise.
-    let (word, bit) = unsafe { live_bit(block) };
-    word.fetch_and(!bit, Ordering::Relaxed) & bit != 0
-}
-
-/// Whether `block` is live.
-///
-/// # Safety
-/// As [`live_bit`].
-#[cfg(feature = "hardened")]
-#[inline]
-pub(crate) unsafe fn is_live(block: *mut u8) -> bool {
-    // SAFETY: the caller's promise.
-    let (word, bit) = unsafe { live_bit(block) };
-    word.load(Ordering::Relaxed) & bit != 0
 }

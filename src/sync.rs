@@ -8,7 +8,7 @@
 //!   `loom::lazy_static!`s, built afresh for every execution loom explores;
 //! - thread-locals are loom's (`sync::thread_local!`): loom's threads share one OS thread,
 //!   so a real thread-local would be shared by all of them;
-//! - the [`Mutex`] spins once instead of a hundred times before it sleeps, and a
+//! - the [`RawMutex`] spins once instead of a hundred times before it sleeps, and a
 //!   [`Futex`] word sleeps on a loom condition variable (checking the word under its
 //!   mutex, as the kernel checks it atomically with going to sleep), so a lost wake-up
 //!   shows as a deadlock; each lock guard holds a tracked access to a loom cell that
@@ -17,7 +17,8 @@
 //! - atomics in memory the allocator maps for itself once per process and never models
 //!   (the chunk map) stay `core`'s: [`unmodelled`].
 //!
-//! [`Mutex`] is a three-state futex lock (the design of Drepper's "Futexes Are Tricky",
+//! [`Mutex<T>`] holds its data and gives access to it only through its guard. Its lock,
+//! [`RawMutex`], is a three-state futex lock (the design of Drepper's "Futexes Are Tricky",
 //! also used by Rust's std on Linux). It never allocates, can be a `static`, and can be
 //! reset in a forked child. State table of its word:
 //!
@@ -33,13 +34,15 @@
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{
-    AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+    AtomicBool, AtomicI32, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering,
 };
 
 #[cfg(not(loom))]
 pub(crate) use core::sync::atomic::{
-    AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+    AtomicBool, AtomicI32, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering,
 };
+
+use core::cell::UnsafeCell;
 
 /// Loom's thread-locals, one per loom thread.
 #[cfg(loom)]
@@ -78,13 +81,109 @@ macro_rules! model_static {
 }
 pub(crate) use model_static;
 
-/// A futex-based mutual exclusion lock with no data of its own (the data it guards lives
-/// beside it in an `UnsafeCell`, see each user).
-pub(crate) struct Mutex {
-    state: Futex,
+/// A lock and the data it guards: the data is reached only through the guard that
+/// [`Mutex::lock`] returns, so "we hold the lock" is a fact the compiler checks rather than
+/// a comment. The lock itself is a [`RawMutex`].
+pub(crate) struct Mutex<T> {
+    raw: RawMutex,
+    data: UnsafeCell<T>,
     /// Stands for the data the lock guards: every guard holds a tracked mutable access.
     #[cfg(loom)]
     guarded: loom::cell::UnsafeCell<()>,
+}
+
+// SAFETY: the data is only reached through a guard, and one guard exists at a time (the
+// lock's mutual exclusion, with acquire/release ordering between holders), so sharing the
+// `Mutex` shares `T` between threads one at a time: `T: Send` is all it needs.
+unsafe impl<T: Send> Sync for Mutex<T> {}
+
+impl<T> Mutex<T> {
+    #[cfg(not(loom))]
+    pub(crate) const fn new(data: T) -> Mutex<T> {
+        Mutex {
+            raw: RawMutex::new(),
+            data: UnsafeCell::new(data),
+        }
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn new(data: T) -> Mutex<T> {
+        Mutex {
+            raw: RawMutex::new(),
+            data: UnsafeCell::new(data),
+            guarded: loom::cell::UnsafeCell::new(()),
+        }
+    }
+
+    /// Takes the lock; the guard gives access to the data and releases the lock.
+    #[inline]
+    pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+        self.raw.lock();
+        self.guard()
+    }
+
+    /// Takes the lock if it is free.
+    #[inline]
+    pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+        self.raw.try_lock().then(|| self.guard())
+    }
+
+    /// The guard of a lock just taken.
+    #[inline]
+    fn guard(&self) -> MutexGuard<'_, T> {
+        MutexGuard {
+            mutex: self,
+            #[cfg(loom)]
+            access: Some(self.guarded.get_mut()),
+        }
+    }
+
+    /// The lock alone, for the fork handlers (`lifecycle.rs`), which take it in one
+    /// function and release it in another, without touching the data.
+    pub(crate) fn raw(&self) -> &RawMutex {
+        &self.raw
+    }
+}
+
+/// Holds a [`Mutex`] until dropped, and gives access to its data meanwhile.
+pub(crate) struct MutexGuard<'a, T> {
+    mutex: &'a Mutex<T>,
+    /// The tracked access to the guarded data, ended just before the lock is released.
+    #[cfg(loom)]
+    access: Option<loom::cell::MutPtr<()>>,
+}
+
+impl<T> core::ops::Deref for MutexGuard<'_, T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        // SAFETY: the guard holds the lock, so no other reference to the data exists.
+        unsafe { &*self.mutex.data.get() }
+    }
+}
+
+impl<T> core::ops::DerefMut for MutexGuard<'_, T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`, and the guard is borrowed mutably.
+        unsafe { &mut *self.mutex.data.get() }
+    }
+}
+
+impl<T> Drop for MutexGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        #[cfg(loom)]
+        drop(self.access.take());
+        self.mutex.raw.unlock();
+    }
+}
+
+/// A futex-based mutual exclusion lock with no data (see the state table at the top). Only
+/// [`Mutex`] and the fork handlers use it directly.
+pub(crate) struct RawMutex {
+    state: Futex,
 }
 
 const UNLOCKED: u32 = 0;
@@ -94,59 +193,34 @@ const CONTENDED: u32 = 2;
 /// every attempt multiplies the interleavings to explore).
 const SPIN_LIMIT: u32 = if cfg!(loom) { 1 } else { 100 };
 
-impl Mutex {
+impl RawMutex {
     #[cfg(not(loom))]
-    pub(crate) const fn new() -> Mutex {
-        Mutex {
+    const fn new() -> RawMutex {
+        RawMutex {
             state: Futex::new(UNLOCKED),
         }
     }
 
     #[cfg(loom)]
-    pub(crate) fn new() -> Mutex {
-        Mutex {
+    fn new() -> RawMutex {
+        RawMutex {
             state: Futex::new(UNLOCKED),
-            guarded: loom::cell::UnsafeCell::new(()),
         }
-    }
-
-    /// Takes the lock; the guard releases it.
-    #[inline]
-    pub(crate) fn lock(&self) -> MutexGuard<'_> {
-        self.raw_lock();
-        self.guard()
     }
 
     /// Takes the lock if it is free.
     #[inline]
-    pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_>> {
+    fn try_lock(&self) -> bool {
         self.state
             .word
             .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
-            .then(|| self.guard())
     }
 
-    /// The guard of a lock just taken.
+    /// Takes the lock; pair with [`RawMutex::unlock`].
     #[inline]
-    fn guard(&self) -> MutexGuard<'_> {
-        MutexGuard {
-            mutex: self,
-            #[cfg(loom)]
-            access: Some(self.guarded.get_mut()),
-        }
-    }
-
-    /// Takes the lock without a guard; pair with [`Mutex::raw_unlock`]. Used by the fork
-    /// handlers, which lock in one function and unlock in another.
-    #[inline]
-    pub(crate) fn raw_lock(&self) {
-        if self
-            .state
-            .word
-            .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+    pub(crate) fn lock(&self) {
+        if !self.try_lock() {
             self.lock_contended();
         }
     }
@@ -157,11 +231,7 @@ impl Mutex {
         let word = &self.state.word;
         let mut spins = 0;
         while spins < SPIN_LIMIT {
-            if word.load(Ordering::Relaxed) == UNLOCKED
-                && word
-                    .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
+            if word.load(Ordering::Relaxed) == UNLOCKED && self.try_lock() {
                 return;
             }
             core::hint::spin_loop();
@@ -172,9 +242,9 @@ impl Mutex {
         }
     }
 
-    /// Releases a lock taken with [`Mutex::raw_lock`].
+    /// Releases the lock.
     #[inline]
-    pub(crate) fn raw_unlock(&self) {
+    pub(crate) fn unlock(&self) {
         if self.state.word.swap(UNLOCKED, Ordering::Release) == CONTENDED {
             self.state.wake_one();
         }
@@ -184,23 +254,6 @@ impl Mutex {
     /// the threads that could hold or wait on it no longer exist.
     pub(crate) fn reset_in_child(&self) {
         self.state.word.store(UNLOCKED, Ordering::Relaxed);
-    }
-}
-
-/// Holds a [`Mutex`] until dropped.
-pub(crate) struct MutexGuard<'a> {
-    mutex: &'a Mutex,
-    /// The tracked access to the guarded data, ended just before the lock is released.
-    #[cfg(loom)]
-    access: Option<loom::cell::MutPtr<()>>,
-}
-
-impl Drop for MutexGuard<'_> {
-    #[inline]
-    fn drop(&mut self) {
-        #[cfg(loom)]
-        drop(self.access.take());
-        self.mutex.raw_unlock();
     }
 }
 

@@ -40,26 +40,16 @@
 use crate::block::{next_of, set_next, Batch, Block};
 use crate::central;
 use crate::config::{self, Setting};
+use crate::list::{Linked, Links, List};
 use crate::size_class::{SizeClass, NUM_CLASSES};
-use crate::sync::{model_static, AtomicI32, AtomicU32, Mutex, Ordering, MEMORY_FREED};
+use crate::sync::{model_static, AtomicI32, AtomicU32, Mutex, Ordering, RawMutex, MEMORY_FREED};
 use crate::{sanitizer, tls, trim};
-use core::cell::UnsafeCell;
 use core::ptr;
 
-/// The registry of active caches: a doubly linked list through `ThreadCache::prev/next`.
-struct Registry {
-    lock: Mutex,
-    head: UnsafeCell<*mut ThreadCache>,
-}
-
-// SAFETY: `head` and the links of registered caches are only touched with `lock` held.
-unsafe impl Sync for Registry {}
-
 model_static! {
-    static REGISTRY: Registry = Registry {
-        lock: Mutex::new(),
-        head: UnsafeCell::new(ptr::null_mut()),
-    };
+    /// The registry of active caches, for statistics and the fork handlers. A thread
+    /// unregisters before its cache goes away, so under the lock every listed cache lives.
+    static REGISTRY: Mutex<List<ThreadCache>> = Mutex::new(List::new());
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -129,8 +119,16 @@ pub(crate) struct ThreadCache {
     #[cfg(not(feature = "hardened"))]
     free_mark: usize,
     seen_epoch: u32,
-    prev: *mut ThreadCache,
-    next: *mut ThreadCache,
+    /// Its place in the registry (while active).
+    links: Links<ThreadCache>,
+}
+
+// SAFETY: `links` is a field of the node itself.
+unsafe impl Linked for ThreadCache {
+    fn links(node: *mut ThreadCache) -> *mut Links<ThreadCache> {
+        // SAFETY: a field address of the node, computed without reading it.
+        unsafe { ptr::addr_of_mut!((*node).links) }
+    }
 }
 
 // The cache lives in this thread's TLS block (see `tls.rs`), which starts zeroed: every
@@ -151,7 +149,7 @@ fn this_thread() -> *mut ThreadCache {
 #[cfg(loom)]
 fn this_thread() -> *mut ThreadCache {
     crate::sync::thread_local! {
-        static CACHE: UnsafeCell<ThreadCache> = UnsafeCell::new(ThreadCache {
+        static CACHE: core::cell::UnsafeCell<ThreadCache> = core::cell::UnsafeCell::new(ThreadCache {
             bins: core::array::from_fn(|_| Bin {
                 head: ptr::null_mut(),
                 room: AtomicI32::new(0),
@@ -164,8 +162,7 @@ fn this_thread() -> *mut ThreadCache {
             #[cfg(not(feature = "hardened"))]
             free_mark: 0,
             seen_epoch: 0,
-            prev: ptr::null_mut(),
-            next: ptr::null_mut(),
+            links: Links::new(),
         });
     }
     CACHE.with(|cache| cache.get())
@@ -451,35 +448,30 @@ pub(crate) fn flush_this_thread() {
 
 /// Blocks of `class` cached by all registered threads (a racy sum, for statistics).
 pub(crate) fn cached_blocks(class: SizeClass) -> usize {
-    let _guard = REGISTRY.lock.lock();
-    let mut total = 0;
-    // SAFETY: we hold the registry lock, so every listed cache is alive (a thread
-    // unregisters before its cache goes away); counts are atomics.
+    let registry = REGISTRY.lock();
+    // SAFETY: we hold the registry lock, so every listed cache is alive; counts are
+    // atomics.
     unsafe {
-        let mut cache = *REGISTRY.head.get();
-        while !cache.is_null() {
-            total += (*bin(cache, class)).count() as usize;
-            cache = (*cache).next;
-        }
+        registry
+            .iter()
+            .map(|cache| (*bin(cache, class)).count() as usize)
+            .sum()
     }
-    total
 }
 
 /// For the loom models: the number of registered caches, after checking that the registry's
 /// links agree in both directions.
 #[cfg(all(test, loom))]
 pub(crate) fn registered_caches() -> usize {
-    let _guard = REGISTRY.lock.lock();
+    let registry = REGISTRY.lock();
     let mut count = 0;
     let mut prev: *mut ThreadCache = ptr::null_mut();
     // SAFETY: we hold the registry lock, so every listed cache is alive.
     unsafe {
-        let mut cache = *REGISTRY.head.get();
-        while !cache.is_null() {
-            assert_eq!((*cache).prev, prev, "registry links of {cache:p}");
+        for cache in registry.iter() {
+            assert_eq!(List::prev(cache), prev, "registry links of {cache:p}");
             count += 1;
             prev = cache;
-            cache = (*cache).next;
         }
     }
     count
@@ -556,17 +548,8 @@ unsafe fn ensure_active(cache: *mut ThreadCache, register_thread: impl FnOnce() 
 /// # Safety
 /// `cache` is this thread's cache and not registered.
 unsafe fn register(cache: *mut ThreadCache) {
-    let _guard = REGISTRY.lock.lock();
-    // SAFETY: we hold the registry lock; the head, if any, is a live registered cache.
-    unsafe {
-        let head = *REGISTRY.head.get();
-        (*cache).prev = ptr::null_mut();
-        (*cache).next = head;
-        if !head.is_null() {
-            (*head).prev = cache;
-        }
-        *REGISTRY.head.get() = cache;
-    }
+    // SAFETY: we hold the registry lock; listed caches are alive.
+    unsafe { REGISTRY.lock().push_front(cache) };
 }
 
 /// Unlinks `cache` from the registry.
@@ -574,46 +557,26 @@ unsafe fn register(cache: *mut ThreadCache) {
 /// # Safety
 /// `cache` is this thread's registered cache.
 unsafe fn unregister(cache: *mut ThreadCache) {
-    let _guard = REGISTRY.lock.lock();
-    // SAFETY: we hold the registry lock; neighbours are live registered caches.
-    unsafe {
-        let (prev, next) = ((*cache).prev, (*cache).next);
-        if prev.is_null() {
-            *REGISTRY.head.get() = next;
-        } else {
-            (*prev).next = next;
-        }
-        if !next.is_null() {
-            (*next).prev = prev;
-        }
-    }
+    // SAFETY: we hold the registry lock; listed caches are alive.
+    unsafe { REGISTRY.lock().remove(cache) };
 }
 
-/// Fork support: take the registry lock before `fork`.
-pub(crate) fn lock_before_fork() {
-    REGISTRY.lock.raw_lock();
+/// The registry lock, for the fork handlers (`lifecycle.rs`).
+pub(crate) fn lock_for_fork() -> &'static RawMutex {
+    REGISTRY.raw()
 }
 
-/// Fork support: release the registry lock in the parent.
-pub(crate) fn unlock_after_fork_in_parent() {
-    REGISTRY.lock.raw_unlock();
-}
-
-/// Fork support: in the child only the forking thread exists; its cache (if active) is
-/// the whole registry. The other threads' cached blocks are lost to the child.
-pub(crate) fn reset_after_fork_in_child() {
-    REGISTRY.lock.reset_in_child();
+/// Fork support, in the child after the locks are reset: only the forking thread exists;
+/// its cache (if active) is the whole registry. The other threads' cached blocks are lost
+/// to the child.
+pub(crate) fn forget_other_threads_after_fork() {
     let cache = this_thread();
-    // SAFETY: single-threaded child; the cache is this thread's.
+    // SAFETY: single-threaded child; the cache is this thread's and alive.
     unsafe {
-        let head = if (*cache).state == State::Active {
-            (*cache).prev = ptr::null_mut();
-            (*cache).next = ptr::null_mut();
-            cache
-        } else {
-            ptr::null_mut()
-        };
-        *REGISTRY.head.get() = head;
+        let active = (*cache).state == State::Active;
+        REGISTRY
+            .lock()
+            .reset_to(if active { cache } else { ptr::null_mut() });
     }
 }
 

@@ -23,7 +23,9 @@
 
 use crate::config::{self, Setting};
 use crate::size_class::{SizeClass, NUM_CLASSES};
-use crate::sync::{model_static, AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering, MEMORY_FREED};
+use crate::sync::{
+    model_static, AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering, RawMutex, MEMORY_FREED,
+};
 use crate::{arena, central, large, os};
 use core::cell::Cell;
 
@@ -43,7 +45,8 @@ model_static! {
     static BACKGROUND_ALLOWED: AtomicBool = AtomicBool::new(!cfg!(feature = "preload"));
 }
 model_static! {
-    static PASS_LOCK: Mutex = Mutex::new();
+    /// Held by the one pass that runs at a time.
+    static PASS_LOCK: Mutex<()> = Mutex::new(());
 }
 model_static! {
     /// Advanced by every pass: each thread cache that sees it change gives back the blocks
@@ -211,19 +214,13 @@ extern "C" fn background_main(_arg: *mut core::ffi::c_void) -> *mut core::ffi::c
     core::ptr::null_mut()
 }
 
-/// Fork support: take the pass lock before `fork` (a pass in progress elsewhere finishes
-/// first).
-pub(crate) fn lock_before_fork() {
-    PASS_LOCK.raw_lock();
+/// The pass lock, for the fork handlers (`lifecycle.rs`).
+pub(crate) fn lock_for_fork() -> &'static RawMutex {
+    PASS_LOCK.raw()
 }
 
-/// Fork support: release the pass lock in the parent.
-pub(crate) fn unlock_after_fork_in_parent() {
-    PASS_LOCK.raw_unlock();
-}
-
-/// Fork support: the child has no background thread; it starts again lazily.
-pub(crate) fn reset_after_fork_in_child() {
-    PASS_LOCK.reset_in_child();
+/// Fork support, in the child: the background thread did not survive the fork; it starts
+/// again lazily.
+pub(crate) fn forget_background_thread_after_fork() {
     BACKGROUND.store(NOT_STARTED, Ordering::Relaxed);
 }
