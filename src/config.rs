@@ -1,6 +1,11 @@
-//! Every setting of the allocator, declared once in [`SETTINGS`]: its name, its
-//! `EBBMALLOC_*` environment variable, its default and its meaning. The README's table is
-//! checked against this one by a test (`tests/config_table.rs`).
+//! Every setting of the allocator, declared once: one entry of the `settings!` invocation
+//! below gives its field of [`Settings`] and that field's type, its [`Setting`] index, its
+//! `EBBMALLOC_*` environment variable, its default, its kind (how its text parses and what
+//! range it is clamped to) and its meaning. The macro generates from these entries the
+//! [`Setting`] enum, the [`SETTINGS`] table, the [`Settings`] struct with its field docs,
+//! and [`Settings::current`] and [`Settings::apply`]; everything else (reading the
+//! environment, [`print_settings`]) iterates [`SETTINGS`]. The README's table is checked
+//! against [`SETTINGS`] by a test (`tests/config_table.rs`).
 //!
 //! Values live in atomics and are read where they are used (all on slow paths). The
 //! environment is read once, at process set-up, with `getenv` (which does not allocate); a
@@ -34,81 +39,161 @@ enum Kind {
     Purge,
 }
 
-/// Indices into [`SETTINGS`] and the value array, one per setting.
-#[derive(Clone, Copy)]
-#[repr(usize)]
-pub(crate) enum Setting {
-    BackgroundThread,
-    TrimIntervalMs,
-    DecayMs,
-    RetainedArenas,
-    ThreadCacheBytes,
-    Purge,
-    StatsAtExit,
-    Verbose,
+/// Declares every setting from one entry each: generates the [`Setting`] indices,
+/// `SETTING_COUNT`, the [`SETTINGS`] table, the [`Settings`] struct (its field docs made
+/// from the variable, default and meaning) and the conversions between a [`Settings`] and
+/// the value slots ([`Settings::current`], [`Settings::apply`]).
+macro_rules! settings {
+    ($(
+        $field:ident: $ty:ty => $variant:ident {
+            env: $env:literal,
+            default: $default:literal,
+            kind: $kind:expr,
+            meaning: $meaning:literal $(,)?
+        }
+    ),* $(,)?) => {
+        /// Indices into [`SETTINGS`] and the value array, one per setting.
+        #[derive(Clone, Copy)]
+        #[repr(usize)]
+        pub(crate) enum Setting {
+            $(#[doc = concat!("`", $env, "`.")] $variant,)*
+        }
+
+        const SETTING_COUNT: usize = [$(Setting::$variant),*].len();
+
+        /// The table of settings.
+        pub static SETTINGS: [SettingInfo; SETTING_COUNT] = [$(
+            SettingInfo {
+                name: stringify!($field),
+                env: $env,
+                default: $default,
+                meaning: $meaning,
+                kind: $kind,
+            },
+        )*];
+
+        /// The settings as one value, for [`crate::configure`].
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub struct Settings {
+            $(
+                #[doc = concat!("`", $env, "` (default `", $default, "`): ", $meaning)]
+                pub $field: $ty,
+            )*
+        }
+
+        impl Settings {
+            /// The settings in force now.
+            pub fn current() -> Settings {
+                Settings {
+                    $($field: Value::from_raw(get(Setting::$variant)),)*
+                }
+            }
+
+            /// Puts these settings in force (each value clamped to its valid range). They
+            /// win over the environment, also when set before the first allocation.
+            pub fn apply(&self) {
+                $(set(Setting::$variant, self.$field.to_raw());)*
+            }
+        }
+    };
 }
 
-const SETTING_COUNT: usize = 8;
-
-/// The table of settings.
-pub static SETTINGS: [SettingInfo; SETTING_COUNT] = [
-    SettingInfo {
-        name: "background_thread",
+settings! {
+    background_thread: bool => BackgroundThread {
         env: "EBBMALLOC_BACKGROUND_THREAD",
         default: "1",
-        meaning: "Run the trimming pass on a background thread (0: run it from the allocator's slow path instead).",
         kind: Kind::Bool,
+        meaning: "Run the trimming pass on a background thread (0: run it from the allocator's slow path instead).",
     },
-    SettingInfo {
-        name: "trim_interval_ms",
+    trim_interval_ms: u32 => TrimIntervalMs {
         env: "EBBMALLOC_TRIM_INTERVAL_MS",
         default: "100",
-        meaning: "Milliseconds between trimming passes while there is memory to give back.",
         kind: Kind::Number { min: 1, max: 3_600_000 },
+        meaning: "Milliseconds between trimming passes while there is memory to give back.",
     },
-    SettingInfo {
-        name: "decay_ms",
+    decay_ms: u32 => DecayMs {
         env: "EBBMALLOC_DECAY_MS",
         default: "300",
-        meaning: "Milliseconds a free page (or cached large mapping) stays resident before it is released; 0 releases at the next pass.",
         kind: Kind::Number { min: 0, max: 3_600_000 },
+        meaning: "Milliseconds a free page (or cached large mapping) stays resident before it is released; 0 releases at the next pass.",
     },
-    SettingInfo {
-        name: "retained_arenas",
+    retained_arenas: u32 => RetainedArenas {
         env: "EBBMALLOC_RETAINED_ARENAS",
         default: "4",
-        meaning: "Empty arenas kept mapped (their pages released) for reuse; more are unmapped.",
         kind: Kind::Number { min: 0, max: 1 << 20 },
+        meaning: "Empty arenas kept mapped (their pages released) for reuse; more are unmapped.",
     },
-    SettingInfo {
-        name: "thread_cache_bytes",
+    thread_cache_bytes: usize => ThreadCacheBytes {
         env: "EBBMALLOC_THREAD_CACHE_BYTES",
         default: "4194304",
-        meaning: "Most bytes one thread's cache may hold, summed over its size classes (applies to threads set up afterwards).",
         kind: Kind::Number { min: 0, max: 1 << 34 },
+        meaning: "Most bytes one thread's cache may hold, summed over its size classes (applies to threads set up afterwards).",
     },
-    SettingInfo {
-        name: "purge",
+    purge: Purge => Purge {
         env: "EBBMALLOC_PURGE",
         default: "dontneed",
-        meaning: "How free pages are released: `dontneed` (RSS drops at once) or `free` (MADV_FREE: the kernel takes them under pressure).",
         kind: Kind::Purge,
+        meaning: "How free pages are released: `dontneed` (RSS drops at once) or `free` (MADV_FREE: the kernel takes them under pressure).",
     },
-    SettingInfo {
-        name: "stats_at_exit",
+    stats_at_exit: bool => StatsAtExit {
         env: "EBBMALLOC_STATS",
         default: "0",
-        meaning: "Print the statistics table to stderr when the process exits.",
         kind: Kind::Bool,
+        meaning: "Print the statistics table to stderr when the process exits.",
     },
-    SettingInfo {
-        name: "verbose",
+    verbose: bool => Verbose {
         env: "EBBMALLOC_VERBOSE",
         default: "0",
-        meaning: "Print the settings at start-up and a line per background trimming pass that released memory.",
         kind: Kind::Bool,
+        meaning: "Print the settings at start-up and a line per background trimming pass that released memory.",
     },
-];
+}
+
+/// How a field of [`Settings`] is kept in its value slot (see [`get`]).
+trait Value {
+    fn to_raw(self) -> u64;
+    fn from_raw(raw: u64) -> Self;
+}
+
+impl Value for bool {
+    fn to_raw(self) -> u64 {
+        self as u64
+    }
+    fn from_raw(raw: u64) -> bool {
+        raw != 0
+    }
+}
+
+impl Value for u32 {
+    fn to_raw(self) -> u64 {
+        self as u64
+    }
+    fn from_raw(raw: u64) -> u32 {
+        raw as u32
+    }
+}
+
+impl Value for usize {
+    fn to_raw(self) -> u64 {
+        self as u64
+    }
+    fn from_raw(raw: u64) -> usize {
+        raw as usize
+    }
+}
+
+impl Value for Purge {
+    fn to_raw(self) -> u64 {
+        (self == Purge::Free) as u64
+    }
+    fn from_raw(raw: u64) -> Purge {
+        if raw == 1 {
+            Purge::Free
+        } else {
+            Purge::DontNeed
+        }
+    }
+}
 
 /// Set in a value slot once a Rust caller has set it: the environment then leaves it alone.
 const SET_BY_PROGRAM: u64 = 1 << 63;
@@ -155,11 +240,7 @@ pub(crate) fn enabled(setting: Setting) -> bool {
 
 /// The purge method in force.
 pub(crate) fn purge() -> Purge {
-    if get(Setting::Purge) == 1 {
-        Purge::Free
-    } else {
-        Purge::DontNeed
-    }
+    Purge::from_raw(get(Setting::Purge))
 }
 
 /// Reads every `EBBMALLOC_*` variable once; called at process set-up.
@@ -253,56 +334,6 @@ pub(crate) fn print_settings() {
     }
 }
 
-/// The settings as one value, for [`crate::configure`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Settings {
-    /// `EBBMALLOC_BACKGROUND_THREAD`.
-    pub background_thread: bool,
-    /// `EBBMALLOC_TRIM_INTERVAL_MS`.
-    pub trim_interval_ms: u32,
-    /// `EBBMALLOC_DECAY_MS`.
-    pub decay_ms: u32,
-    /// `EBBMALLOC_RETAINED_ARENAS`.
-    pub retained_arenas: u32,
-    /// `EBBMALLOC_THREAD_CACHE_BYTES`.
-    pub thread_cache_bytes: usize,
-    /// `EBBMALLOC_PURGE`.
-    pub purge: Purge,
-    /// `EBBMALLOC_STATS`.
-    pub stats_at_exit: bool,
-    /// `EBBMALLOC_VERBOSE`.
-    pub verbose: bool,
-}
-
-impl Settings {
-    /// The settings in force now.
-    pub fn current() -> Settings {
-        Settings {
-            background_thread: enabled(Setting::BackgroundThread),
-            trim_interval_ms: get(Setting::TrimIntervalMs) as u32,
-            decay_ms: get(Setting::DecayMs) as u32,
-            retained_arenas: get(Setting::RetainedArenas) as u32,
-            thread_cache_bytes: get(Setting::ThreadCacheBytes) as usize,
-            purge: purge(),
-            stats_at_exit: enabled(Setting::StatsAtExit),
-            verbose: enabled(Setting::Verbose),
-        }
-    }
-
-    /// Puts these settings in force (each value clamped to its valid range). They win over
-    /// the environment, also when set before the first allocation.
-    pub fn apply(&self) {
-        set(Setting::BackgroundThread, self.background_thread as u64);
-        set(Setting::TrimIntervalMs, self.trim_interval_ms as u64);
-        set(Setting::DecayMs, self.decay_ms as u64);
-        set(Setting::RetainedArenas, self.retained_arenas as u64);
-        set(Setting::ThreadCacheBytes, self.thread_cache_bytes as u64);
-        set(Setting::Purge, (self.purge == Purge::Free) as u64);
-        set(Setting::StatsAtExit, self.stats_at_exit as u64);
-        set(Setting::Verbose, self.verbose as u64);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,29 +360,32 @@ mod tests {
     }
 
     #[test]
-    fn table_order_matches_the_setting_indices() {
+    fn table_entries_are_in_setting_order_and_distinct() {
         assert_eq!(
             SETTINGS[Setting::BackgroundThread as usize].name,
             "background_thread"
         );
-        assert_eq!(
-            SETTINGS[Setting::TrimIntervalMs as usize].name,
-            "trim_interval_ms"
-        );
-        assert_eq!(SETTINGS[Setting::DecayMs as usize].name, "decay_ms");
-        assert_eq!(
-            SETTINGS[Setting::RetainedArenas as usize].name,
-            "retained_arenas"
-        );
-        assert_eq!(
-            SETTINGS[Setting::ThreadCacheBytes as usize].name,
-            "thread_cache_bytes"
-        );
-        assert_eq!(SETTINGS[Setting::Purge as usize].name, "purge");
-        assert_eq!(
-            SETTINGS[Setting::StatsAtExit as usize].name,
-            "stats_at_exit"
-        );
         assert_eq!(SETTINGS[Setting::Verbose as usize].name, "verbose");
+        assert_eq!(SETTINGS.len(), Setting::Verbose as usize + 1);
+        for (index, info) in SETTINGS.iter().enumerate() {
+            for other in &SETTINGS[index + 1..] {
+                assert!(
+                    info.name != other.name && info.env != other.env,
+                    "{}",
+                    info.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn values_round_trip_through_their_slots() {
+        for raw in [0, 1] {
+            assert_eq!(bool::from_raw(raw).to_raw(), raw);
+            assert_eq!(Purge::from_raw(raw).to_raw(), raw);
+        }
+        assert_eq!(Purge::from_raw(1), Purge::Free);
+        assert_eq!(u32::from_raw(3_600_000).to_raw(), 3_600_000);
+        assert_eq!(usize::from_raw(1 << 34).to_raw(), 1 << 34);
     }
 }

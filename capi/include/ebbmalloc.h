@@ -15,18 +15,36 @@
 extern "C" {
 #endif
 
+/* The number of size classes, the length of ebbmalloc_stats.classes. It belongs to this
+ * version of ebbmalloc (the struct's size follows it): compile against the header of the
+ * libebbmalloc.so you run with. */
+#define EBBMALLOC_CLASS_COUNT 51
+
+/* The figures of one size class. */
+struct ebbmalloc_class_stats {
+    size_t block_size;     /* block size of the class in bytes */
+    size_t live_blocks;    /* blocks held by the program */
+    size_t cached_blocks;  /* blocks in thread caches and central transfer caches */
+    size_t pools;          /* pools serving the class */
+};
+
+/* The fields of the Rust ebbmalloc::Stats, in its order (tests/c_stats_header.rs checks
+ * this struct against it and against ebbmalloc::c_abi::CStats). Byte figures are from
+ * ebbmalloc's own accounting of page states. */
 struct ebbmalloc_stats {
-    size_t allocated_bytes;  /* bytes held by the program */
-    size_t active_bytes;     /* bytes in pools and large mappings in use */
-    size_t resident_bytes;   /* bytes resident by ebbmalloc's accounting */
-    size_t mapped_bytes;     /* address space mapped */
-    size_t retained_bytes;   /* mapped but given back to the OS */
-    size_t arenas_full;
-    size_t arenas_partial;
-    size_t arenas_empty;
-    size_t arenas_released;
-    uint64_t trimmed_bytes;  /* given back by trimming since the start */
-    uint64_t trim_passes;
+    size_t allocated_bytes;     /* bytes in blocks held by the program */
+    size_t active_bytes;        /* bytes in pools' pages and large mappings in use */
+    size_t resident_bytes;      /* bytes resident by ebbmalloc's accounting */
+    size_t mapped_bytes;        /* address space mapped */
+    size_t retained_bytes;      /* mapped but given back to the OS */
+    size_t arenas_full;         /* arenas with every page in pools */
+    size_t arenas_partial;      /* arenas with some pages in pools and some free */
+    size_t arenas_empty;        /* arenas with no pool, some free pages still resident */
+    size_t arenas_released;     /* arenas with no pool, every page released */
+    size_t large_cached_bytes;  /* bytes in cached large mappings */
+    uint64_t trimmed_bytes;     /* given back by trimming since the start */
+    uint64_t trim_passes;       /* trimming passes since the start */
+    struct ebbmalloc_class_stats classes[EBBMALLOC_CLASS_COUNT]; /* smallest class first */
 };
 
 /* Runs a full trimming pass now; returns the bytes given back to the OS. */

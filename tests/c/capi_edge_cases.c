@@ -109,6 +109,10 @@ int main(void) {
     struct ebbmalloc_stats s;
     ebbmalloc_stats(&s);
     CHECK(s.allocated_bytes >= (1u << 20) && s.mapped_bytes >= s.allocated_bytes);
+    CHECK(s.large_cached_bytes <= s.mapped_bytes);
+    /* The per-class figures, smallest class (16 bytes) first, largest (128 KiB) last. */
+    CHECK(s.classes[0].block_size == 16);
+    CHECK(s.classes[EBBMALLOC_CLASS_COUNT - 1].block_size == 128u << 10);
     free(big);
     ebbmalloc_stats_print();
 
