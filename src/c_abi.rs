@@ -21,86 +21,13 @@ use crate::front::{self, Owner};
 use core::ffi::{c_int, c_void};
 use core::ptr;
 
-/// The statistics as a C struct (`struct ebbmalloc_stats` in `capi/include/ebbmalloc.h`):
-/// the fields of [`crate::Stats`], in its order, with C types (`tests/c_stats_header.rs`
-/// checks the three declarations against each other).
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct CStats {
-    /// [`crate::Stats::allocated_bytes`].
-    pub allocated_bytes: usize,
-    /// [`crate::Stats::active_bytes`].
-    pub active_bytes: usize,
-    /// [`crate::Stats::resident_bytes`].
-    pub resident_bytes: usize,
-    /// [`crate::Stats::mapped_bytes`].
-    pub mapped_bytes: usize,
-    /// [`crate::Stats::retained_bytes`].
-    pub retained_bytes: usize,
-    /// [`crate::Stats::arenas_full`].
-    pub arenas_full: usize,
-    /// [`crate::Stats::arenas_partial`].
-    pub arenas_partial: usize,
-    /// [`crate::Stats::arenas_empty`].
-    pub arenas_empty: usize,
-    /// [`crate::Stats::arenas_released`].
-    pub arenas_released: usize,
-    /// [`crate::Stats::large_cached_bytes`].
-    pub large_cached_bytes: usize,
-    /// [`crate::Stats::trimmed_bytes`].
-    pub trimmed_bytes: u64,
-    /// [`crate::Stats::trim_passes`].
-    pub trim_passes: u64,
-    /// [`crate::Stats::classes`].
-    pub classes: [CClassStats; crate::CLASS_COUNT],
-}
+/// The statistics as C sees them (`struct ebbmalloc_stats` in `capi/include/ebbmalloc.h`):
+/// [`crate::Stats`] itself, which is `#[repr(C)]`, so no field can be left out of the C
+/// ABI (`tests/c_stats_header.rs` checks the header against it).
+pub type CStats = crate::Stats;
 
-/// The figures of one size class as a C struct (`struct ebbmalloc_class_stats`): the
-/// fields of [`crate::ClassStats`].
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct CClassStats {
-    /// [`crate::ClassStats::block_size`].
-    pub block_size: usize,
-    /// [`crate::ClassStats::live_blocks`].
-    pub live_blocks: usize,
-    /// [`crate::ClassStats::cached_blocks`].
-    pub cached_blocks: usize,
-    /// [`crate::ClassStats::pools`].
-    pub pools: usize,
-}
-
-impl From<&crate::Stats> for CStats {
-    fn from(s: &crate::Stats) -> CStats {
-        CStats {
-            allocated_bytes: s.allocated_bytes,
-            active_bytes: s.active_bytes,
-            resident_bytes: s.resident_bytes,
-            mapped_bytes: s.mapped_bytes,
-            retained_bytes: s.retained_bytes,
-            arenas_full: s.arenas_full,
-            arenas_partial: s.arenas_partial,
-            arenas_empty: s.arenas_empty,
-            arenas_released: s.arenas_released,
-            large_cached_bytes: s.large_cached_bytes,
-            trimmed_bytes: s.trimmed_bytes,
-            trim_passes: s.trim_passes,
-            classes: s.classes.map(|c| CClassStats {
-                block_size: c.block_size,
-                live_blocks: c.live_blocks,
-                cached_blocks: c.cached_blocks,
-                pools: c.pools,
-            }),
-        }
-    }
-}
-
-/// All zeros, as [`crate::Stats::default`].
-impl Default for CStats {
-    fn default() -> CStats {
-        CStats::from(&crate::Stats::default())
-    }
-}
+/// The figures of one size class as C sees them (`struct ebbmalloc_class_stats`).
+pub type CClassStats = crate::ClassStats;
 
 const PAGE_SIZE: usize = crate::consts::PAGE_SIZE;
 
@@ -323,9 +250,8 @@ pub unsafe fn stats(out: *mut CStats) {
     if out.is_null() {
         return;
     }
-    let c = CStats::from(&crate::stats());
     // SAFETY: the caller's promise.
-    unsafe { out.write(c) };
+    unsafe { out.write(crate::stats()) };
 }
 
 /// For the shared library's constructor: the dynamic loader is done, a background thread

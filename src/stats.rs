@@ -17,7 +17,9 @@ use crate::{arena, central, large, thread_cache, trim};
 /// Number of size classes, the length of [`Stats::classes`].
 pub const CLASS_COUNT: usize = NUM_CLASSES;
 
-/// Figures of one size class.
+/// Figures of one size class. `#[repr(C)]`: it is also `struct ebbmalloc_class_stats` of
+/// the C header (`tests/c_stats_header.rs` checks the two declarations agree).
+#[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClassStats {
     /// Block size of the class in bytes.
@@ -32,6 +34,10 @@ pub struct ClassStats {
 
 /// A snapshot of the allocator's state. Byte figures are from our own accounting of page
 /// states; the OS's view (`VmRSS`) also counts code, stacks and other allocators.
+///
+/// `#[repr(C)]`: the C library hands out this very struct as `struct ebbmalloc_stats`
+/// (`capi/include/ebbmalloc.h`; `tests/c_stats_header.rs` checks the two declarations agree).
+#[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stats {
     /// Bytes in blocks held by the program (block sizes, so including rounding; large
