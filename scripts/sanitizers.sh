@@ -9,7 +9,7 @@
 # ASan and TSan builds use the stable toolchain with RUSTC_BOOTSTRAP=1 and
 # `--target x86_64-unknown-linux-gnu` (so build scripts and proc macros are not
 # instrumented), each in a target directory of its own under target/. Exits non-zero when a
-# part fails; TSan fails only on a report with a frame in ebbmalloc (see the README,
+# part fails; TSan fails only on a report with a frame in ebbmalloc (see docs/sanitizers.md,
 # "Sanitizers and valgrind").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -131,7 +131,7 @@ part_tsan() {
     else
         echo "No race between two accesses of ebbmalloc. The others involve std's channels,"
         echo "Mutex and test harness, whose synchronisation TSan cannot see uninstrumented:"
-        echo "not counted as failures (see the README)."
+        echo "not counted as failures (see docs/sanitizers.md)."
     fi
 }
 

@@ -12,8 +12,9 @@
 //! # Glossary
 //!
 //! - **OS page**: 4 KiB, the unit in which memory is mapped, released and accounted.
-//! - **arena**: 256 KiB of address space aligned to 256 KiB; page 0 is its header, the other
-//!   63 pages are carved into pools. `block & ARENA_MASK` is the arena of any small block.
+//! - **arena**: 256 KiB of address space aligned to 256 KiB; page 0 is its header, page 1
+//!   its out-block bitmap, the other 62 pages are carved into pools (`layout.rs`).
+//!   `block & ARENA_MASK` is the arena of any small block.
 //! - **size class**: one of 51 block sizes from 16 B to 128 KiB (`size_class.rs`).
 //! - **pool**: a run of whole pages in one arena that serves blocks of one size class.
 //! - **block**: what `alloc` returns; a free block's first word links it into a list, its
@@ -107,7 +108,7 @@ pub use config::{Purge, SettingInfo, Settings, SETTINGS};
 /// Whether this build is hardened (cargo feature `hardened`): free-list links encoded with
 /// a per-process random key and checked, a double-free check on every free, freed memory
 /// filled, fresh pools carved in random order, guard pages around large blocks. See the
-/// README's "Hardening" section.
+/// docs/hardening.md.
 pub const HARDENED: bool = cfg!(feature = "hardened");
 pub use stats::{print_stats, stats, ClassStats, Stats, CLASS_COUNT};
 

@@ -1,5 +1,5 @@
-//! Loom models of the concurrent parts, run over the real code (see "Model checking" in the
-//! README for the command):
+//! Loom models of the concurrent parts, run over the real code (see "Model checking" in
+//! docs/testing.md for the command):
 //!
 //! 1. whole batches moving between threads and a class's central lists (transfer cache and
 //!    partial pools) while a trimming pass returns parked batches to their pools;
