@@ -45,6 +45,15 @@ fn default_align(size: usize) -> usize {
 /// with `ENOMEM` before any size arithmetic could wrap.
 const MAX_REQUEST: usize = isize::MAX as usize;
 
+/// `block` for C, or null with `ENOMEM` when memory is exhausted.
+#[inline(always)]
+fn or_enomem(block: *mut u8) -> *mut c_void {
+    if block.is_null() {
+        return fail_enomem();
+    }
+    block as *mut c_void
+}
+
 #[cold]
 fn fail_enomem() -> *mut c_void {
     set_errno(libc::ENOMEM);
@@ -62,11 +71,7 @@ pub fn malloc(size: usize) -> *mut c_void {
         return fail_enomem();
     }
     let size = size.max(1);
-    let block = front::alloc(size, default_align(size));
-    if block.is_null() {
-        return fail_enomem();
-    }
-    block as *mut c_void
+    or_enomem(front::alloc(size, default_align(size)))
 }
 
 /// `calloc(count, size)`.
@@ -78,11 +83,7 @@ pub fn calloc(count: usize, size: usize) -> *mut c_void {
         return fail_enomem();
     };
     let total = total.max(1);
-    let block = front::alloc_zeroed(total, default_align(total));
-    if block.is_null() {
-        return fail_enomem();
-    }
-    block as *mut c_void
+    or_enomem(front::alloc_zeroed(total, default_align(total)))
 }
 
 /// `free(ptr)`.
@@ -134,11 +135,7 @@ pub unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
         return fail_enomem();
     }
     // SAFETY: the caller's promise; the pointer is not null.
-    let moved = unsafe { front::realloc_unsized(ptr as *mut u8, size, default_align(size)) };
-    if moved.is_null() {
-        return fail_enomem();
-    }
-    moved as *mut c_void
+    or_enomem(unsafe { front::realloc_unsized(ptr as *mut u8, size, default_align(size)) })
 }
 
 /// `reallocarray(ptr, count, size)`.
@@ -159,11 +156,7 @@ fn aligned(alignment: usize, size: usize) -> *mut c_void {
         return fail_enomem();
     }
     let size = size.max(1);
-    let block = front::alloc(size, alignment.max(default_align(size)));
-    if block.is_null() {
-        return fail_enomem();
-    }
-    block as *mut c_void
+    or_enomem(front::alloc(size, alignment.max(default_align(size))))
 }
 
 /// `posix_memalign(out, alignment, size)`: 0, `EINVAL` or `ENOMEM`.

@@ -35,7 +35,6 @@
 compile_error!("the `valgrind` feature supports x86_64 Linux only");
 
 /// Bytes of a free block's link word.
-#[cfg(any(feature = "asan", feature = "valgrind"))]
 const LINK_BYTES: usize = core::mem::size_of::<*mut u8>();
 
 /// `size` bytes at `block` now belong to the program; `zeroed`: they read as zero.
@@ -141,14 +140,8 @@ pub(crate) unsafe fn moved(old: *mut u8, old_size: usize, new: *mut u8, new_size
 /// The range is memory of ours with no live block in it.
 #[inline(always)]
 pub(crate) unsafe fn fence_off(start: *mut u8, size: usize) {
-    #[cfg(feature = "asan")]
-    {
-        // SAFETY: the range is ours and mapped (caller).
-        unsafe { asan::__asan_poison_memory_region(start, size) };
-    }
-    #[cfg(feature = "valgrind")]
-    valgrind::request(valgrind::MAKE_MEM_NOACCESS, start as usize, size, 0, 0);
-    let _ = (start, size);
+    // SAFETY: the caller's promise.
+    unsafe { tell(start, size, Access::None) };
 }
 
 /// The link word of the free block at `block` is about to be read by the allocator.
@@ -157,14 +150,8 @@ pub(crate) unsafe fn fence_off(start: *mut u8, size: usize) {
 /// `block` is a free block of ours.
 #[inline(always)]
 pub(crate) unsafe fn open_link(block: *mut u8) {
-    #[cfg(feature = "asan")]
-    {
-        // SAFETY: the link word is ours (caller).
-        unsafe { asan::__asan_unpoison_memory_region(block, LINK_BYTES) };
-    }
-    #[cfg(feature = "valgrind")]
-    valgrind::request(valgrind::MAKE_MEM_DEFINED, block as usize, LINK_BYTES, 0, 0);
-    let _ = block;
+    // SAFETY: the link word is ours (caller).
+    unsafe { tell(block, LINK_BYTES, Access::Defined) };
 }
 
 /// The link word of the free block at `block` is about to be written by the allocator.
@@ -173,20 +160,8 @@ pub(crate) unsafe fn open_link(block: *mut u8) {
 /// `block` is a free block of ours.
 #[inline(always)]
 pub(crate) unsafe fn open_link_for_write(block: *mut u8) {
-    #[cfg(feature = "asan")]
-    {
-        // SAFETY: the link word is ours (caller).
-        unsafe { asan::__asan_unpoison_memory_region(block, LINK_BYTES) };
-    }
-    #[cfg(feature = "valgrind")]
-    valgrind::request(
-        valgrind::MAKE_MEM_UNDEFINED,
-        block as usize,
-        LINK_BYTES,
-        0,
-        0,
-    );
-    let _ = block;
+    // SAFETY: the link word is ours (caller).
+    unsafe { tell(block, LINK_BYTES, Access::Undefined) };
 }
 
 /// The allocator is done with the link word of the free block at `block`.
@@ -195,20 +170,52 @@ pub(crate) unsafe fn open_link_for_write(block: *mut u8) {
 /// `block` is a free block of ours.
 #[inline(always)]
 pub(crate) unsafe fn close_link(block: *mut u8) {
+    // SAFETY: the link word is ours (caller).
+    unsafe { tell(block, LINK_BYTES, Access::None) };
+}
+
+/// What the sanitizers are told of a range of ours.
+#[derive(Clone, Copy)]
+enum Access {
+    /// Nobody may touch it (ASan: poisoned; memcheck: no access).
+    None,
+    /// Readable, with defined contents (ASan: unpoisoned; memcheck: defined).
+    Defined,
+    /// Writable, contents undefined (ASan: unpoisoned; memcheck: undefined).
+    Undefined,
+}
+
+/// Tells ASan and memcheck (whichever this build serves) what `access` the range allows.
+///
+/// # Safety
+/// `[start, start + size)` is mapped memory of ours.
+#[inline(always)]
+unsafe fn tell(start: *mut u8, size: usize, access: Access) {
     #[cfg(feature = "asan")]
     {
-        // SAFETY: the link word is ours (caller).
-        unsafe { asan::__asan_poison_memory_region(block, LINK_BYTES) };
+        // SAFETY: the range is ours and mapped (caller).
+        unsafe {
+            match access {
+                Access::None => asan::__asan_poison_memory_region(start, size),
+                Access::Defined | Access::Undefined => {
+                    asan::__asan_unpoison_memory_region(start, size)
+                }
+            }
+        }
     }
     #[cfg(feature = "valgrind")]
     valgrind::request(
-        valgrind::MAKE_MEM_NOACCESS,
-        block as usize,
-        LINK_BYTES,
+        match access {
+            Access::None => valgrind::MAKE_MEM_NOACCESS,
+            Access::Defined => valgrind::MAKE_MEM_DEFINED,
+            Access::Undefined => valgrind::MAKE_MEM_UNDEFINED,
+        },
+        start as usize,
+        size,
         0,
         0,
     );
-    let _ = block;
+    let _ = (start, size, access);
 }
 
 #[cfg(feature = "asan")]
