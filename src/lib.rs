@@ -74,6 +74,19 @@
 // installed, so what only they reach is unused there.
 #![cfg_attr(loom, allow(dead_code))]
 
+// Linux only, said in one message ahead of whatever else then fails to resolve. Within
+// Linux, x86_64 reaches the thread cache through an initial-exec TLS block written in
+// assembly and other architectures through a `thread_local!` (`tls.rs`); building with
+// `--cfg ebbmalloc_portable_tls` selects the `thread_local!` on x86_64 too, which is how CI
+// tests it.
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "ebbmalloc supports Linux only: it needs futex, mremap, madvise(MADV_FREE), pthread key \
+     destructors, __errno_location and getauxval(AT_RANDOM), which other systems lack or \
+     spell differently. All system calls live in src/os.rs: porting ebbmalloc means giving \
+     os.rs another implementation."
+);
+
 mod arena;
 mod block;
 pub mod c_abi;
