@@ -32,12 +32,8 @@ const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
 
 model_static! {
     static SETUP: AtomicU64 = AtomicU64::new(NOT_SET_UP);
-}
-model_static! {
     /// The pthread key whose destructor runs at thread exit; valid once `SETUP == SET_UP`.
     static THREAD_KEY: AtomicU32 = AtomicU32::new(0);
-}
-model_static! {
     /// Which process hooks are installed ([`HOOK_FORK`], [`HOOK_KEY`], [`HOOK_EXIT`]): a set-up
     /// taken over in a forked child (see [`set_up_process`]) installs only what is missing.
     static HOOKS: AtomicU32 = AtomicU32::new(0);

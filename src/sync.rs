@@ -58,7 +58,8 @@ pub(crate) mod unmodelled {
 /// Declares a `static` that the loom models can use: a plain `static` normally and, under
 /// `cfg(loom)`, a `loom::lazy_static!` made afresh for every execution (loom's atomics
 /// cannot be built in a constant). `, loom = EXPR` gives the value under loom when the
-/// plain initialiser needs a `const` constructor.
+/// plain initialiser needs a `const` constructor. Several statics without `loom =` may be
+/// declared in one invocation.
 macro_rules! model_static {
     (
         $(#[$attr:meta])* $(pub($vis:ident))? static $name:ident: $ty:ty = $init:expr,
@@ -73,10 +74,12 @@ macro_rules! model_static {
             $(pub($vis))? static ref $name: $ty = $loom;
         }
     };
-    ($(#[$attr:meta])* $(pub($vis:ident))? static $name:ident: $ty:ty = $init:expr;) => {
-        $crate::sync::model_static!(
-            $(#[$attr])* $(pub($vis))? static $name: $ty = $init, loom = $init;
-        );
+    ($($(#[$attr:meta])* $(pub($vis:ident))? static $name:ident: $ty:ty = $init:expr;)+) => {
+        $(
+            $crate::sync::model_static!(
+                $(#[$attr])* $(pub($vis))? static $name: $ty = $init, loom = $init;
+            );
+        )+
     };
 }
 pub(crate) use model_static;

@@ -4,7 +4,7 @@
 //! Rust's `thread_local!` uses the TLS model the crate type implies. In an executable that is
 //! "local-exec" (`%fs`-relative, one instruction), but in `libebbmalloc.so` it is
 //! "general-dynamic": a call to `__tls_get_addr` on every `malloc` and `free`, measured at
-//! 28 extra instructions per malloc+free pair (callgrind, see the README). Choosing the
+//! 28 extra instructions per malloc+free pair (callgrind, see docs/preload.md). Choosing the
 //! "initial-exec" model for the whole crate needs the unstable `-Z tls-model`.
 //!
 //! How each target gets its block:

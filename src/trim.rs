@@ -38,28 +38,16 @@ const FAILED: u32 = 3;
 
 model_static! {
     static BACKGROUND: AtomicU32 = AtomicU32::new(NOT_STARTED);
-}
-model_static! {
     /// Whether starting the background thread is safe. In the preloaded C library it is not
     /// until the library's constructor has run (the dynamic loader may still be at work).
     static BACKGROUND_ALLOWED: AtomicBool = AtomicBool::new(!cfg!(feature = "preload"));
-}
-model_static! {
     /// Held by the one pass that runs at a time.
     static PASS_LOCK: Mutex<()> = Mutex::new(());
-}
-model_static! {
     /// Advanced by every pass: each thread cache that sees it change gives back the blocks
     /// it did not need since (on its next slow path; see `thread_cache.rs`).
     static EPOCH: AtomicU32 = AtomicU32::new(0);
-}
-model_static! {
     static LAST_PASS_MS: AtomicU32 = AtomicU32::new(0);
-}
-model_static! {
     static PASSES: AtomicU64 = AtomicU64::new(0);
-}
-model_static! {
     static RELEASED_BYTES: AtomicU64 = AtomicU64::new(0);
 }
 
