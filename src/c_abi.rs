@@ -247,6 +247,203 @@ pub unsafe fn stats(out: *mut CStats) {
     unsafe { out.write(crate::stats()) };
 }
 
+/// C++'s sized `operator delete(void *, std::size_t)` (and `delete[]`): the size is the one
+/// given to `operator new`, which took the block from `malloc(size)`, so the block's class
+/// follows from it as in Rust's `dealloc`, without the lookup of an unsized `free`. A wrong
+/// size is the program's bug, as in Rust: the default build trusts it (the block joins the
+/// class of that size), the hardened build checks it and aborts with `invalid free`.
+///
+/// # Safety
+/// `ptr` is null or a live block from `malloc(size)` (or `operator new(size)`).
+#[inline]
+pub unsafe fn delete_sized(ptr: *mut c_void, size: usize) {
+    if ptr.is_null() {
+        return;
+    }
+    let size = size.max(1);
+    // SAFETY: the caller's promise: the block came from `malloc(size)`, which asked the
+    // front for this size and alignment.
+    unsafe { front::dealloc(ptr as *mut u8, size, default_align(size)) }
+}
+
+/// glibc's `struct mallinfo2`: the heap's figures in glibc's terms, from [`crate::stats`].
+/// What each field holds here:
+///
+/// | field | ebbmalloc |
+/// |---|---|
+/// | `arena` | bytes of address space mapped for small blocks (arenas, reserved ones included) |
+/// | `ordblks` | free small blocks held in caches (thread and transfer caches) |
+/// | `smblks`, `fsmblks`, `usmblks` | 0 (no fastbins; glibc keeps `usmblks` 0 too) |
+/// | `hblks` | 0 (large blocks are not counted one by one) |
+/// | `hblkhd` | bytes in live large blocks (mappings of their own) |
+/// | `uordblks` | bytes in live small blocks (block sizes) |
+/// | `fordblks` | bytes in the free small blocks of `ordblks` |
+/// | `keepcost` | resident bytes not in use that `malloc_trim` can give back |
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MallInfo2 {
+    /// See the table above.
+    pub arena: usize,
+    /// See the table above.
+    pub ordblks: usize,
+    /// See the table above.
+    pub smblks: usize,
+    /// See the table above.
+    pub hblks: usize,
+    /// See the table above.
+    pub hblkhd: usize,
+    /// See the table above.
+    pub usmblks: usize,
+    /// See the table above.
+    pub fsmblks: usize,
+    /// See the table above.
+    pub uordblks: usize,
+    /// See the table above.
+    pub fordblks: usize,
+    /// See the table above.
+    pub keepcost: usize,
+}
+
+/// glibc's older `struct mallinfo`: [`MallInfo2`] in `int`s, each saturated at `INT_MAX`
+/// (glibc's own wraps around above 2 GiB, the reason `mallinfo2` exists).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MallInfo {
+    /// See [`MallInfo2`].
+    pub arena: c_int,
+    /// See [`MallInfo2`].
+    pub ordblks: c_int,
+    /// See [`MallInfo2`].
+    pub smblks: c_int,
+    /// See [`MallInfo2`].
+    pub hblks: c_int,
+    /// See [`MallInfo2`].
+    pub hblkhd: c_int,
+    /// See [`MallInfo2`].
+    pub usmblks: c_int,
+    /// See [`MallInfo2`].
+    pub fsmblks: c_int,
+    /// See [`MallInfo2`].
+    pub uordblks: c_int,
+    /// See [`MallInfo2`].
+    pub fordblks: c_int,
+    /// See [`MallInfo2`].
+    pub keepcost: c_int,
+}
+
+/// `mallinfo2()`.
+pub fn mallinfo2() -> MallInfo2 {
+    mallinfo2_of(&crate::stats())
+}
+
+/// [`MallInfo2`] of a statistics snapshot.
+pub fn mallinfo2_of(stats: &crate::Stats) -> MallInfo2 {
+    let sum = |f: fn(&crate::ClassStats) -> usize| stats.classes.iter().map(f).sum::<usize>();
+    let small_live = sum(|c| c.live_blocks * c.block_size);
+    let large_live = stats.allocated_bytes.saturating_sub(small_live);
+    MallInfo2 {
+        arena: stats
+            .mapped_bytes
+            .saturating_sub(large_live + stats.large_cached_bytes),
+        ordblks: sum(|c| c.cached_blocks),
+        hblkhd: large_live,
+        uordblks: small_live,
+        fordblks: sum(|c| c.cached_blocks * c.block_size),
+        keepcost: stats.resident_bytes.saturating_sub(stats.active_bytes),
+        ..MallInfo2::default()
+    }
+}
+
+/// `mallinfo()`.
+pub fn mallinfo() -> MallInfo {
+    let info = mallinfo2();
+    let int = |n: usize| n.min(c_int::MAX as usize) as c_int;
+    MallInfo {
+        arena: int(info.arena),
+        ordblks: int(info.ordblks),
+        smblks: int(info.smblks),
+        hblks: int(info.hblks),
+        hblkhd: int(info.hblkhd),
+        usmblks: int(info.usmblks),
+        fsmblks: int(info.fsmblks),
+        uordblks: int(info.uordblks),
+        fordblks: int(info.fordblks),
+        keepcost: int(info.keepcost),
+    }
+}
+
+/// `mallopt(param, value)`: accepted and ignored, returning 1 (success) for every
+/// parameter. glibc's knobs tune glibc's heap: `M_MMAP_THRESHOLD` (ebbmalloc's threshold for
+/// a mapping of its own is fixed, 128 KiB), `M_TRIM_THRESHOLD` and `M_TOP_PAD` (ebbmalloc
+/// gives memory back by decay, `EBBMALLOC_DECAY_MS`), `M_ARENA_MAX` (ebbmalloc's arenas are
+/// not per thread), `M_PERTURB`, `M_CHECK_ACTION` (misuse always aborts; see the
+/// `hardened` feature). Refusing them would make programs that set them at start-up fail.
+pub fn mallopt(_param: c_int, _value: c_int) -> c_int {
+    1
+}
+
+/// `malloc_stats()`: ebbmalloc's statistics table on stderr (glibc prints its own
+/// per-arena figures there).
+pub fn malloc_stats() {
+    crate::print_stats();
+}
+
+/// `malloc_info(options, stream)`: the figures as XML on `stream`, in glibc's shape
+/// (`<malloc>`, a `<heap>` with the free blocks by size, totals, system and address-space
+/// sizes), with ebbmalloc's figures. 0 on success; -1 with `EINVAL` for `options != 0`, as
+/// glibc.
+///
+/// # Safety
+/// `stream` is a valid C `FILE *`.
+pub unsafe fn malloc_info(options: c_int, stream: *mut c_void) -> c_int {
+    if options != 0 {
+        set_errno(libc::EINVAL);
+        return -1;
+    }
+    let stats = crate::stats();
+    let info = mallinfo2_of(&stats);
+    // SAFETY: the caller's promise.
+    let line = |args: core::fmt::Arguments<'_>| unsafe {
+        crate::fatal::write_line_with(args, |bytes| crate::os::write_to_stream(stream, bytes))
+    };
+    line(format_args!(
+        "<malloc version=\"ebbmalloc-1\">\n<heap nr=\"0\">\n<sizes>\n"
+    ));
+    for class in stats.classes.iter().filter(|c| c.cached_blocks > 0) {
+        line(format_args!(
+            "  <size from=\"{0}\" to=\"{0}\" total=\"{1}\" count=\"{2}\"/>\n",
+            class.block_size,
+            class.block_size * class.cached_blocks,
+            class.cached_blocks
+        ));
+    }
+    line(format_args!("</sizes>\n"));
+    line(format_args!(
+        "<total type=\"fast\" count=\"0\" size=\"0\"/>\n\
+         <total type=\"rest\" count=\"{}\" size=\"{}\"/>\n",
+        info.ordblks, info.fordblks
+    ));
+    line(format_args!(
+        "<system type=\"current\" size=\"{0}\"/>\n<system type=\"max\" size=\"{0}\"/>\n\
+         <aspace type=\"total\" size=\"{1}\"/>\n<aspace type=\"mprotect\" size=\"{1}\"/>\n\
+         </heap>\n",
+        stats.resident_bytes, info.arena
+    ));
+    line(format_args!(
+        "<total type=\"fast\" count=\"0\" size=\"0\"/>\n\
+         <total type=\"rest\" count=\"{}\" size=\"{}\"/>\n\
+         <total type=\"mmap\" count=\"{}\" size=\"{}\"/>\n",
+        info.ordblks, info.fordblks, info.hblks, info.hblkhd
+    ));
+    line(format_args!(
+        "<system type=\"current\" size=\"{0}\"/>\n<system type=\"max\" size=\"{0}\"/>\n\
+         <aspace type=\"total\" size=\"{1}\"/>\n<aspace type=\"mprotect\" size=\"{1}\"/>\n\
+         </malloc>\n",
+        stats.resident_bytes, stats.mapped_bytes
+    ));
+    0
+}
+
 /// For the shared library's constructor: the dynamic loader is done, a background thread
 /// may now be started.
 pub fn library_loaded() {

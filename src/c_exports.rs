@@ -161,3 +161,102 @@ pub unsafe extern "C" fn ebbmalloc_stats(out: *mut c_abi::CStats) {
 pub extern "C" fn ebbmalloc_stats_print() {
     crate::print_stats();
 }
+
+/// glibc's `mallinfo2`: ebbmalloc's figures in glibc's fields (see `c_abi::MallInfo2`).
+#[no_mangle]
+pub extern "C" fn mallinfo2() -> c_abi::MallInfo2 {
+    c_abi::mallinfo2()
+}
+
+/// glibc's `mallinfo` (`int` fields, saturated).
+#[no_mangle]
+pub extern "C" fn mallinfo() -> c_abi::MallInfo {
+    c_abi::mallinfo()
+}
+
+/// glibc's `mallopt`: accepted and ignored (see `c_abi::mallopt`).
+#[no_mangle]
+pub extern "C" fn mallopt(param: c_int, value: c_int) -> c_int {
+    c_abi::mallopt(param, value)
+}
+
+/// glibc's `malloc_stats`: ebbmalloc's statistics table on stderr.
+#[no_mangle]
+pub extern "C" fn malloc_stats() {
+    c_abi::malloc_stats();
+}
+
+/// glibc's `malloc_info`: XML on `stream`.
+///
+/// # Safety
+/// `stream` is a valid `FILE *`.
+#[no_mangle]
+pub unsafe extern "C" fn malloc_info(options: c_int, stream: *mut c_void) -> c_int {
+    // SAFETY: the C caller's contract.
+    unsafe { c_abi::malloc_info(options, stream) }
+}
+
+/// Exports each `alias` as another name of a function above, as glibc's own `__libc_*`
+/// names are (programs and libraries that call them directly, to reach "the real malloc",
+/// must reach ours: a block from glibc's heap given to our `free` would abort).
+macro_rules! aliases {
+    ($($(#[$doc:meta])* [$($unsafe:ident)?] fn $alias:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $target:ident;)*) => {$(
+        $(#[$doc])*
+        #[no_mangle]
+        pub $($unsafe)? extern "C" fn $alias($($arg: $ty),*) $(-> $ret)? {
+            // SAFETY: the contract of the function it names, which is the caller's.
+            #[allow(unused_unsafe)]
+            unsafe { $target($($arg),*) }
+        }
+    )*};
+}
+
+aliases! {
+    /// glibc's `__libc_malloc`: [`malloc`].
+    [] fn __libc_malloc(size: usize) -> *mut c_void = malloc;
+    /// glibc's `__libc_calloc`: [`calloc`].
+    [] fn __libc_calloc(count: usize, size: usize) -> *mut c_void = calloc;
+    /// glibc's `__libc_realloc`: [`realloc`].
+    ///
+    /// # Safety
+    /// As `realloc`.
+    [unsafe] fn __libc_realloc(ptr: *mut c_void, size: usize) -> *mut c_void = realloc;
+    /// glibc's `__libc_free`: [`free`].
+    ///
+    /// # Safety
+    /// As `free`.
+    [unsafe] fn __libc_free(ptr: *mut c_void) = free;
+    /// glibc's `__libc_memalign`: [`memalign`].
+    [] fn __libc_memalign(alignment: usize, size: usize) -> *mut c_void = memalign;
+    /// glibc's `__libc_valloc`: [`valloc`].
+    [] fn __libc_valloc(size: usize) -> *mut c_void = valloc;
+    /// glibc's `__libc_pvalloc`: [`pvalloc`].
+    [] fn __libc_pvalloc(size: usize) -> *mut c_void = pvalloc;
+    /// glibc's `__posix_memalign`: [`posix_memalign`].
+    ///
+    /// # Safety
+    /// As `posix_memalign`.
+    [unsafe] fn __posix_memalign(out: *mut *mut c_void, alignment: usize, size: usize) -> c_int = posix_memalign;
+}
+
+/// C++ `operator delete(void *, std::size_t)`: sized, so the block's class comes from the
+/// size, as in Rust (`c_abi::delete_sized`). The unsized and aligned variants are left to
+/// the C++ runtime, which calls `free`.
+///
+/// # Safety
+/// `ptr` is null or a live block from `operator new(size)`.
+#[no_mangle]
+pub unsafe extern "C" fn _ZdlPvm(ptr: *mut c_void, size: usize) {
+    // SAFETY: the C++ caller's contract.
+    unsafe { c_abi::delete_sized(ptr, size) }
+}
+
+/// C++ `operator delete[](void *, std::size_t)`: as [`_ZdlPvm`].
+///
+/// # Safety
+/// `ptr` is null or a live block from `operator new[](size)`.
+#[no_mangle]
+pub unsafe extern "C" fn _ZdaPvm(ptr: *mut c_void, size: usize) {
+    // SAFETY: the C++ caller's contract.
+    unsafe { c_abi::delete_sized(ptr, size) }
+}

@@ -30,9 +30,15 @@ pub(crate) fn fatal(message: &str, address: usize) -> ! {
 
 /// Formats one line into a stack buffer and writes it to stderr.
 pub(crate) fn print_line(args: fmt::Arguments<'_>) {
+    write_line_with(args, os::write_stderr);
+}
+
+/// Formats one line (256 bytes at most; the rest is cut off) into a stack buffer and hands
+/// the bytes to `write`.
+pub(crate) fn write_line_with(args: fmt::Arguments<'_>, write: impl FnOnce(&[u8])) {
     let mut out = StackWriter::new();
     let _ = out.write_fmt(args);
-    out.write_to_stderr();
+    write(&out.buffer[..out.len]);
 }
 
 /// A fixed-size text buffer on the stack; what does not fit is cut off.
@@ -47,10 +53,6 @@ impl StackWriter {
             buffer: [0; 256],
             len: 0,
         }
-    }
-
-    fn write_to_stderr(&self) {
-        os::write_stderr(&self.buffer[..self.len]);
     }
 }
 

@@ -260,6 +260,23 @@ pub(crate) fn write_stderr(bytes: &[u8]) {
     });
 }
 
+/// Writes `bytes` to the C stream `stream` (`FILE *`) with `fwrite`, for `malloc_info`.
+///
+/// # Safety
+/// `stream` is a valid `FILE *` open for writing.
+pub(crate) unsafe fn write_to_stream(stream: *mut libc::c_void, bytes: &[u8]) {
+    // SAFETY: the caller's promise; the bytes are ours and initialised. stdio may allocate
+    // its buffer here, through us: no lock of ours is held.
+    keeping_errno(|| unsafe {
+        libc::fwrite(
+            bytes.as_ptr() as *const libc::c_void,
+            1,
+            bytes.len(),
+            stream as *mut libc::FILE,
+        );
+    });
+}
+
 /// Ends the process at once (`abort(3)`: SIGABRT, a core dump where enabled).
 pub(crate) fn abort() -> ! {
     // SAFETY: abort has no preconditions.

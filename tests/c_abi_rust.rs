@@ -47,3 +47,51 @@ fn usable_size_and_realloc_in_place() {
         }
     }
 }
+
+/// `mallinfo2` is `stats()` in glibc's fields: live small bytes, live large bytes, free
+/// cached blocks (issue 13, part 6).
+#[test]
+fn mallinfo2_is_stats_in_glibc_terms() {
+    let stats = ebbmalloc::stats();
+    let info = c_abi::mallinfo2_of(&stats);
+    let small_live: usize = stats
+        .classes
+        .iter()
+        .map(|c| c.live_blocks * c.block_size)
+        .sum();
+    assert_eq!(info.uordblks, small_live);
+    assert_eq!(info.hblkhd, stats.allocated_bytes - small_live);
+    let cached: usize = stats.classes.iter().map(|c| c.cached_blocks).sum();
+    assert_eq!(info.ordblks, cached);
+    assert!(info.arena <= stats.mapped_bytes);
+    assert_eq!(
+        (info.smblks, info.fsmblks, info.usmblks, info.hblks),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(
+        c_abi::mallopt(-3, 1 << 20),
+        1,
+        "M_MMAP_THRESHOLD is accepted"
+    );
+}
+
+/// C++ sized delete frees by size: the block goes back and the next allocation of that
+/// size can reuse it (issue 13, part 5).
+#[test]
+fn sized_delete_takes_blocks_back() {
+    for size in [0usize, 1, 24, 100, 4000, 200_000] {
+        let block = c_abi::malloc(size);
+        assert!(!block.is_null());
+        // SAFETY: a live block from `malloc(size)`, given up here.
+        unsafe { c_abi::delete_sized(block, size) };
+        let again = c_abi::malloc(size);
+        if size <= 4000 {
+            // The thread cache is LIFO: the block freed by size is the next one of its class.
+            assert_eq!(again, block, "size {size}");
+        }
+        // SAFETY: a live block from `malloc(size)`.
+        unsafe { c_abi::delete_sized(again, size) };
+    }
+    // SAFETY: null is a no-op, as for `free`.
+    unsafe { c_abi::delete_sized(core::ptr::null_mut(), 8) };
+}

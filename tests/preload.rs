@@ -597,3 +597,55 @@ fn cpython_asyncio_prints_as_under_glibc() {
         assert!(stdout.starts_with("asyncio items 20000 sum "), "{stdout}");
     }
 }
+
+/// Issue 13, part 6: glibc's introspection calls (`mallinfo2`, `mallinfo`, `mallopt`,
+/// `malloc_info`, `malloc_stats`) answer with ebbmalloc's figures, checked against
+/// `ebbmalloc_stats` in the program, and the `__libc_*` names hand out and take back our
+/// blocks; linked and preloaded.
+#[test]
+fn introspection_calls_and_libc_names_are_ours() {
+    let program = c_program("introspection");
+    for output in [
+        Command::new(&program).output().unwrap(),
+        preloaded(&program).output().unwrap(),
+    ] {
+        assert_ran(&output, " 0 failed");
+        let (_, stderr) = text(&output);
+        assert!(
+            stderr.contains("ebbmalloc statistics"),
+            "malloc_stats: {stderr}"
+        );
+    }
+}
+
+/// Issue 13, part 5: a C++ program's sized `operator delete` binds to ebbmalloc's, which
+/// frees by size as Rust's `dealloc` does.
+#[test]
+fn cxx_sized_delete_binds_to_ebbmalloc() {
+    let program = plain_program("cxx_churn.cpp");
+    let output = run_within_limit(preloaded(&program).env("LD_DEBUG", "bindings"));
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stdout.starts_with("c++ churn: 160000 records"), "{stdout}");
+    let bound = stderr
+        .lines()
+        .any(|line| line.contains("libebbmalloc.so") && line.contains("`_ZdlPvm'"));
+    assert!(bound, "_ZdlPvm is not bound to libebbmalloc.so");
+}
+
+/// Issue 13, part 5: a wrong size given to sized `delete[]` is caught at the delete by the
+/// hardened build; the default build trusts the size (README, "C++").
+#[test]
+fn a_wrong_size_to_sized_delete() {
+    let program = plain_program("cxx_wrong_size.cpp");
+    let output = run_within_limit(&mut preloaded(&program));
+    if cfg!(feature = "hardened") {
+        assert_aborts(
+            &output,
+            "wrong size to sized delete",
+            &["invalid free of 0x"],
+        );
+    } else {
+        assert_ran(&output, "deleted");
+    }
+}

@@ -2,8 +2,15 @@
  *
  * libebbmalloc.so exports the standard allocation functions (malloc, free, calloc,
  * realloc, reallocarray, posix_memalign, aligned_alloc, memalign, valloc, pvalloc,
- * malloc_usable_size, free_sized, free_aligned_sized, malloc_trim) with glibc's semantics,
- * and the functions below. Build: cargo build --release -p ebbmalloc-capi
+ * malloc_usable_size, free_sized, free_aligned_sized, malloc_trim) with glibc's semantics;
+ * glibc's introspection calls (declared in <malloc.h>): mallinfo2 and mallinfo with
+ * ebbmalloc's figures, malloc_stats (ebbmalloc's table on stderr), malloc_info (XML with
+ * ebbmalloc's figures), mallopt (every parameter accepted and ignored, returns 1); glibc's
+ * internal names __libc_malloc, __libc_calloc, __libc_realloc, __libc_free,
+ * __libc_memalign, __libc_valloc, __libc_pvalloc and __posix_memalign, so that code calling
+ * them gets ebbmalloc's blocks; C++'s sized operator delete and delete[] (_ZdlPvm,
+ * _ZdaPvm), which free by size; and the functions below.
+ * Build: cargo build --release -p ebbmalloc-capi
  * Use: LD_PRELOAD=target/release/libebbmalloc.so program, or link with -lebbmalloc. */
 #ifndef EBBMALLOC_H
 #define EBBMALLOC_H
@@ -28,8 +35,9 @@ struct ebbmalloc_class_stats {
     size_t pools;          /* pools serving the class */
 };
 
-/* The fields of the Rust ebbmalloc::Stats, in its order (tests/c_stats_header.rs checks
- * this struct against it and against ebbmalloc::c_abi::CStats). Byte figures are from
+/* The fields of the Rust ebbmalloc::Stats, in its order: the library hands out that
+ * #[repr(C)] struct itself (tests/c_stats_header.rs checks this declaration against it).
+ * Byte figures are from
  * ebbmalloc's own accounting of page states. */
 struct ebbmalloc_stats {
     size_t allocated_bytes;     /* bytes in blocks held by the program */
