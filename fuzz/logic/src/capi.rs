@@ -159,6 +159,8 @@ pub enum CapiOp {
     Free {
         slot: u8,
     },
+    /// `free_sized(p, size)`, or C++'s sized `operator delete(p, size)` for every other
+    /// block (by tag) asked for with no more than `malloc`'s alignment.
     FreeSized {
         slot: u8,
     },
@@ -439,6 +441,9 @@ struct CBlock {
     size: usize,
     usable: usize,
     tag: u32,
+    /// Asked for with no more than `malloc`'s alignment, so its class follows from `size`
+    /// and C++'s sized `operator delete(p, size)` may free it.
+    malloc_like: bool,
 }
 
 impl CBlock {
@@ -673,6 +678,16 @@ impl CapiWorker<'_, '_> {
                 }
             }
             CapiOp::FreeSized { slot } => match self.slots[slot as usize].take() {
+                // Every other malloc-like block (by its tag) goes through C++'s sized
+                // delete, which trusts the size to find the block's class.
+                Some(block) if block.malloc_like && block.tag % 2 == 1 => {
+                    let size = block.size;
+                    // SAFETY: a live block from `malloc(size)` or alike, freed once with
+                    // that size.
+                    self.release(block, "operator delete(p, size)", |ptr| unsafe {
+                        c_abi::delete_sized(ptr, size)
+                    });
+                }
                 Some(block) => {
                     let size = block.size;
                     // SAFETY: a live block, freed once with the size it was asked with.
@@ -780,6 +795,7 @@ impl CapiWorker<'_, '_> {
             size: expect.size,
             usable,
             tag,
+            malloc_like: expect.align <= Expect::malloc(expect.size).align,
         };
         if let Err(overlap) = self.shadow.insert(ptr as usize, usable, tag) {
             self.fail(format_args!("{overlap}"));
