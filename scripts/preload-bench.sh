@@ -36,16 +36,17 @@ for candidate in "jemalloc:$lib_dir/libjemalloc.so.2" "mimalloc:$lib_dir/libmima
     fi
 done
 
-for program in churn prodcons; do
+for program in churn prodcons large_reuse; do
     cc -O2 -pthread -o "$work/$program" "scripts/preload_workloads/$program.c"
 done
 
 declare -A workload=(
     [c-churn]="$work/churn"
     [c-prodcons]="$work/prodcons"
+    [c-large-reuse]="$work/large_reuse 400 0"
     [py-build-drop]="python3 scripts/preload_workloads/build_drop.py"
 )
-order=(c-churn c-prodcons py-build-drop)
+order=(c-churn c-prodcons c-large-reuse py-build-drop)
 
 # results[workload,allocator] = space-separated "seconds:kib" samples
 declare -A results

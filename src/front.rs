@@ -20,8 +20,16 @@ use core::ptr;
 pub(crate) fn alloc(size: usize, align: usize) -> *mut u8 {
     match SizeClass::for_layout(size, align) {
         Some(class) => thread_cache::alloc(class, lifecycle::register_thread),
-        None => large::alloc(size, align, false),
+        None => alloc_large(size, align, false),
     }
+}
+
+/// A large block (see [`alloc`]); the trimmer hears of it (`trim::tick_large`).
+#[inline(never)]
+fn alloc_large(size: usize, align: usize, zeroed: bool) -> *mut u8 {
+    let block = large::alloc(size, align, zeroed);
+    trim::tick_large();
+    block
 }
 
 /// Like [`alloc`], with the first `size` bytes zeroed. Memory fresh from the OS is not
@@ -37,7 +45,7 @@ pub(crate) fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
             }
             block
         }
-        None => large::alloc(size, align, true),
+        None => alloc_large(size, align, true),
     }
 }
 
@@ -149,7 +157,12 @@ unsafe fn resize(
     match (old_class, SizeClass::for_layout(new_size, align)) {
         (Some(old), Some(new)) if old == new => return block,
         // SAFETY: the caller's promise.
-        (None, None) => return unsafe { large::realloc(block, new_size) },
+        (None, None) => {
+            // SAFETY: the caller's promise.
+            let moved = unsafe { large::realloc(block, new_size) };
+            trim::tick_large();
+            return moved;
+        }
         _ => {}
     }
     let moved = alloc(new_size, align);

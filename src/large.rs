@@ -25,9 +25,10 @@
 //! when it cannot grow where it is.
 //!
 //! The **mapping cache** keeps up to [`CACHE_ENTRIES`] recently freed page-aligned mappings
-//! (each at most [`CACHE_MAX_MAP_BYTES`], together at most [`CACHE_MAX_BYTES`]) so that a
-//! loop allocating and freeing 1 MiB buffers neither makes system calls nor faults fresh
-//! pages in each round: a request takes the smallest cached mapping that fits and is at
+//! of any size (together at most as many bytes as the live large blocks, or
+//! [`CACHE_FLOOR_BYTES`] if that is more: [`cache_limit`]) so that a loop allocating and
+//! freeing 1 MiB or 20 MiB buffers neither makes system calls nor faults fresh pages in
+//! each round: a request takes the smallest cached mapping that fits and is at
 //! most twice its size. The oldest entries are unmapped when new ones come in, and
 //! trimming ([`trim`]) unmaps entries older than the decay time. Growing a block prefers a
 //! cached mapping (one copy, pages already resident) to `mremap`, which would fault in
@@ -72,10 +73,8 @@ const TAIL_GUARD: usize = if cfg!(feature = "hardened") {
 
 /// Freed mappings kept for reuse.
 const CACHE_ENTRIES: usize = 32;
-/// Bytes the cache may hold at most.
-const CACHE_MAX_BYTES: usize = 64 << 20;
-/// Mappings above this size are unmapped at once when freed.
-const CACHE_MAX_MAP_BYTES: usize = 16 << 20;
+/// Bytes the cache may hold whatever the live large blocks (see [`cache_limit`]).
+const CACHE_FLOOR_BYTES: usize = 64 << 20;
 
 #[repr(C)]
 struct LargeHeader {
@@ -189,10 +188,12 @@ pub(crate) unsafe fn free(ptr: *mut u8) {
     let offset = ptr as usize - base as usize;
     // SAFETY: the caller hands the block back, with every byte up to its mapping's end.
     unsafe { sanitizer::taken_back(ptr, block_bytes(map_len, offset)) };
-    if offset == MIN_OFFSET && map_len <= CACHE_MAX_MAP_BYTES {
+    if offset == MIN_OFFSET {
         // SAFETY: the header is ours; marking it freed makes a second free detectable.
         unsafe { (*header).magic = FREED_MAGIC };
-        if let Some((older, older_len)) = swap_hot(pack_hot(base, map_len)) {
+        if map_len > HOT_MAX_MAP_BYTES {
+            put_cached(base, map_len);
+        } else if let Some((older, older_len)) = swap_hot(pack_hot(base, map_len)) {
             put_cached(older, older_len);
         }
         MEMORY_FREED.notify();
@@ -224,7 +225,7 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
             // Fits, and shrinking would give back less than half: keep the mapping.
             return ptr;
         }
-        if new_len > old_len && offset == MIN_OFFSET && new_len <= CACHE_MAX_MAP_BYTES {
+        if new_len > old_len && offset == MIN_OFFSET {
             if let Some((cached, cached_len)) = take_cached(new_len) {
                 let moved = set_up(cached, offset, cached_len);
                 sanitizer::handed_out(moved, block_bytes(cached_len, offset), false);
@@ -333,11 +334,14 @@ pub(crate) fn mapped_bytes() -> (usize, usize) {
 model_static! {
     /// The most recently freed cacheable mapping, in front of the cache: freeing into it and
     /// allocating from it is one atomic swap each, no lock. Packed as `base | map_len / PAGE`
-    /// (a base is 256 KiB-aligned and a cacheable mapping is at most 4096 pages), 0 if none.
+    /// (a base is 256 KiB-aligned, so a mapping of at most [`HOT_MAX_MAP_BYTES`] packs),
+    /// 0 if none.
     static HOT: AtomicUsize = AtomicUsize::new(0);
 }
 
-const _: () = assert!(CACHE_MAX_MAP_BYTES / PAGE_SIZE < ARENA_SIZE);
+/// The largest mapping the hot slot can hold (its page count fits below a base's
+/// alignment, about 1 GiB); larger ones go to the cache directly.
+const HOT_MAX_MAP_BYTES: usize = (ARENA_SIZE - 1) * PAGE_SIZE;
 
 fn pack_hot(base: *mut u8, map_len: usize) -> usize {
     base as usize | (map_len / PAGE_SIZE)
@@ -578,6 +582,16 @@ fn take_cached(map_len: usize) -> Option<(*mut u8, usize)> {
     Some((entry.base, entry.map_len))
 }
 
+/// Bytes the mapping cache may hold when it would hold `cached` (the mapping coming in
+/// included): as much as the live large blocks, at least [`CACHE_FLOOR_BYTES`]. A program
+/// that frees and allocates its working set of multi-MiB buffers in a loop thus reuses
+/// every mapping instead of faulting fresh pages in each round, and what it keeps cached
+/// is gone one decay after its last free (`trim`), so the footprint still shrinks back.
+fn cache_limit(cached: usize) -> usize {
+    let live = MAPPED_BYTES.load(Ordering::Relaxed).saturating_sub(cached);
+    live.max(CACHE_FLOOR_BYTES)
+}
+
 /// Keeps a freed mapping for reuse, unmapping the oldest entries while the cache is over
 /// its entry or byte limit.
 fn put_cached(base: *mut u8, map_len: usize) {
@@ -586,9 +600,8 @@ fn put_cached(base: *mut u8, map_len: usize) {
     {
         let mut guard = CACHE.lock();
         let cache = &mut *guard;
-        while cache.len == CACHE_ENTRIES
-            || (cache.len > 0 && cache.bytes + map_len > CACHE_MAX_BYTES)
-        {
+        let limit = cache_limit(cache.bytes + map_len);
+        while cache.len == CACHE_ENTRIES || (cache.len > 0 && cache.bytes + map_len > limit) {
             let oldest = cache.entries[0];
             cache.entries.copy_within(1..cache.len, 0);
             cache.len -= 1;

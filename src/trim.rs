@@ -81,6 +81,16 @@ pub(crate) fn tick() {
     }
 }
 
+/// Called by the front after a large allocation, with no lock held. One is worth many small
+/// ones (a system call or a cached mapping, megabytes), so it checks at once: a program
+/// that allocates nothing but large blocks starts the background thread at its first one,
+/// and the mappings it caches are given back one decay after it frees them. (Frees do not
+/// tick: they may run inside the C library's thread exit.)
+#[inline]
+pub(crate) fn tick_large() {
+    on_check();
+}
+
 #[cold]
 #[inline(never)]
 fn on_check() {

@@ -649,3 +649,45 @@ fn a_wrong_size_to_sized_delete() {
         assert_ran(&output, "deleted");
     }
 }
+
+/// Issue 13, part 3: large blocks freed and reused in a loop (20 live, 5-25 MiB) reuse
+/// cached mappings instead of faulting fresh pages in each round (no more minor faults than
+/// glibc's heap takes), and the footprint is back near its baseline 1 s after the last
+/// free (the cache is given back one decay later; glibc keeps tens of MiB).
+#[test]
+fn large_blocks_reused_in_a_loop_fault_once_and_go_back() {
+    let source =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/preload_workloads/large_reuse.c");
+    let program = build_dir().join("large_reuse");
+    let status = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&program)
+        .arg(&source)
+        .status()
+        .expect("the compiler runs");
+    assert!(status.success());
+    // "large reuse: S s, F minor faults, VmRSS baseline B KiB, 1 s after the frees A KiB"
+    let figures = |output: &Output| -> (u64, u64, u64) {
+        let (stdout, stderr) = text(output);
+        assert!(output.status.success(), "{stderr}");
+        let numbers: Vec<u64> = stdout
+            .split(|c: char| !c.is_ascii_digit() && c != '.')
+            .filter_map(|word| word.parse::<u64>().ok())
+            .collect();
+        // [faults, baseline, wait seconds, after]
+        let [faults, baseline, _, after] = numbers[numbers.len() - 4..] else {
+            panic!("unexpected output: {stdout}");
+        };
+        (faults, baseline, after)
+    };
+    let (glibc_faults, _, _) = figures(&run_within_limit(Command::new(&program).arg("100")));
+    let (faults, baseline, after) = figures(&run_within_limit(preloaded(&program).arg("100")));
+    assert!(
+        faults <= glibc_faults + glibc_faults / 10,
+        "{faults} minor faults, glibc {glibc_faults}: freed mappings are not reused"
+    );
+    assert!(
+        after <= baseline + 4096,
+        "VmRSS {after} KiB 1 s after the last free, baseline {baseline} KiB"
+    );
+}
