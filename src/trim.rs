@@ -88,7 +88,10 @@ pub(crate) fn tick() {
 /// tick: they may run inside the C library's thread exit.)
 #[inline]
 pub(crate) fn tick_large() {
-    on_check();
+    // With the background thread running (the usual case) there is nothing to check.
+    if BACKGROUND.load(Ordering::Relaxed) != RUNNING {
+        on_check();
+    }
 }
 
 #[cold]
