@@ -36,17 +36,18 @@ for candidate in "jemalloc:$lib_dir/libjemalloc.so.2" "mimalloc:$lib_dir/libmima
     fi
 done
 
-for program in churn prodcons large_reuse; do
+for program in churn prodcons larson large_reuse; do
     cc -O2 -pthread -o "$work/$program" "scripts/preload_workloads/$program.c"
 done
 
 declare -A workload=(
     [c-churn]="$work/churn"
     [c-prodcons]="$work/prodcons"
+    [c-larson]="$work/larson 4 200"
     [c-large-reuse]="$work/large_reuse 400 0"
     [py-build-drop]="python3 scripts/preload_workloads/build_drop.py"
 )
-order=(c-churn c-prodcons c-large-reuse py-build-drop)
+order=(c-churn c-prodcons c-larson c-large-reuse py-build-drop)
 
 # results[workload,allocator] = space-separated "seconds:kib" samples
 declare -A results
