@@ -418,29 +418,31 @@ pub unsafe fn malloc_info(options: c_int, stream: *mut c_void) -> c_int {
         ));
     }
     line(format_args!("</sizes>\n"));
+    // The free-block totals and the system sizes stand in the heap and again for the
+    // whole allocator, as in glibc's output (one heap here).
+    let free_totals = || {
+        line(format_args!(
+            "<total type=\"fast\" count=\"0\" size=\"0\"/>\n\
+             <total type=\"rest\" count=\"{}\" size=\"{}\"/>\n",
+            info.ordblks, info.fordblks
+        ))
+    };
+    let system_sizes = |address_space: usize, closing_tag: &str| {
+        line(format_args!(
+            "<system type=\"current\" size=\"{0}\"/>\n<system type=\"max\" size=\"{0}\"/>\n\
+             <aspace type=\"total\" size=\"{1}\"/>\n<aspace type=\"mprotect\" size=\"{1}\"/>\n\
+             {2}\n",
+            stats.resident_bytes, address_space, closing_tag
+        ))
+    };
+    free_totals();
+    system_sizes(info.arena, "</heap>");
+    free_totals();
     line(format_args!(
-        "<total type=\"fast\" count=\"0\" size=\"0\"/>\n\
-         <total type=\"rest\" count=\"{}\" size=\"{}\"/>\n",
-        info.ordblks, info.fordblks
+        "<total type=\"mmap\" count=\"{}\" size=\"{}\"/>\n",
+        info.hblks, info.hblkhd
     ));
-    line(format_args!(
-        "<system type=\"current\" size=\"{0}\"/>\n<system type=\"max\" size=\"{0}\"/>\n\
-         <aspace type=\"total\" size=\"{1}\"/>\n<aspace type=\"mprotect\" size=\"{1}\"/>\n\
-         </heap>\n",
-        stats.resident_bytes, info.arena
-    ));
-    line(format_args!(
-        "<total type=\"fast\" count=\"0\" size=\"0\"/>\n\
-         <total type=\"rest\" count=\"{}\" size=\"{}\"/>\n\
-         <total type=\"mmap\" count=\"{}\" size=\"{}\"/>\n",
-        info.ordblks, info.fordblks, info.hblks, info.hblkhd
-    ));
-    line(format_args!(
-        "<system type=\"current\" size=\"{0}\"/>\n<system type=\"max\" size=\"{0}\"/>\n\
-         <aspace type=\"total\" size=\"{1}\"/>\n<aspace type=\"mprotect\" size=\"{1}\"/>\n\
-         </malloc>\n",
-        stats.resident_bytes, stats.mapped_bytes
-    ));
+    system_sizes(stats.mapped_bytes, "</malloc>");
     0
 }
 

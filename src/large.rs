@@ -191,12 +191,14 @@ pub(crate) unsafe fn free(ptr: *mut u8) {
     if offset == MIN_OFFSET {
         // SAFETY: the header is ours; marking it freed makes a second free detectable.
         unsafe { (*header).magic = FREED_MAGIC };
+        // `put_cached` tells the trimmer itself.
         if map_len > HOT_MAX_MAP_BYTES {
             put_cached(base, map_len);
         } else if let Some((older, older_len)) = swap_hot(pack_hot(base, map_len)) {
             put_cached(older, older_len);
+        } else {
+            MEMORY_FREED.notify();
         }
-        MEMORY_FREED.notify();
     } else {
         MAPPED_BYTES.fetch_sub(map_len, Ordering::Relaxed);
         chunk_map::remove(header as usize);
@@ -326,7 +328,7 @@ unsafe fn resize_mapping(
 
 /// Bytes in large mappings: (live or cached, cached only).
 pub(crate) fn mapped_bytes() -> (usize, usize) {
-    let cached = { CACHE.lock().bytes };
+    let cached = CACHE.lock().bytes;
     let hot = unpack_hot(HOT.load(Ordering::Relaxed)).map_or(0, |(_, len)| len);
     (MAPPED_BYTES.load(Ordering::Relaxed), cached + hot)
 }
