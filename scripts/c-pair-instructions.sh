@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${CARGO_TARGET_DIR:-target}
-if [ $# -ge 1 ] && [[ $1 == *.so ]]; then
+if [ $# -ge 1 ] && [[ $1 == *.so || $1 == *.so.* ]]; then
     library=$(realpath "$1"); shift
 else
     cargo build --release -p ebbmalloc-capi >&2

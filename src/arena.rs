@@ -10,7 +10,6 @@
 //!
 //! | field                  | guard                                                  |
 //! |------------------------|--------------------------------------------------------|
-//! | `map` (magic)          | written once when the arena is made                    |
 //! | `free_pages`, `list`, `links` | the arena lock                                    |
 //! | `map` (page -> pool)   | atomic; written under the arena lock when a page joins or leaves a pool; read anywhere |
 //! | `pools[s]`             | the central lock of the pool's class (see `pool.rs`)   |
@@ -41,7 +40,7 @@
 //! pages that stayed free longer than the decay time and unmaps empty arenas beyond a small
 //! retained reserve; it runs from `trim.rs`, never from the allocation paths.
 
-use crate::chunk_map;
+use crate::chunk_map::{self, ChunkKind};
 use crate::consts::{
     ARENAS_PER_RESERVATION, ARENA_SIZE, HEADER_PAGES, PAGES_PER_ARENA, PAGE_SIZE, USABLE_PAGES,
 };
@@ -60,7 +59,7 @@ const NOT_LISTED: u8 = u8::MAX;
 /// The header page of an arena.
 #[repr(C)]
 pub(crate) struct Arena {
-    /// Magic, and page -> pool (`layout.rs`): what a block's address leads to.
+    /// Page -> pool and class (`layout.rs`): what a block's address leads to.
     map: PageMap,
     list: u8,
     /// Bit `p` set: page `p` is in no pool.
@@ -158,14 +157,10 @@ pub(crate) fn arena_of(block: *mut u8) -> *mut Arena {
 pub(crate) unsafe fn pool_of(block: *mut u8, class: SizeClass) -> *mut Pool {
     let arena = arena_of(block);
     let page = layout::page_of(block);
-    // SAFETY: the chunk map says the chunk holds a live header of ours (an arena, or the
-    // header slot of a large mapping, which the magic tells apart); `page <
-    // PAGES_PER_ARENA`. An arena with a block out is not unmapped.
+    // SAFETY: the chunk map says the chunk is a live arena; `page < PAGES_PER_ARENA`. An
+    // arena with a block out is not unmapped.
     unsafe {
-        if !chunk_map::contains(arena as usize)
-            || !layout::is_arena(arena as usize)
-            || page < HEADER_PAGES
-        {
+        if !chunk_map::is_arena(arena as usize) || page < HEADER_PAGES {
             fatal("invalid free of", block as usize);
         }
         let start = (*arena).map.pool_start(page);
@@ -568,7 +563,7 @@ impl ArenaLists {
             self.reserve_left = ARENAS_PER_RESERVATION;
         }
         let arena = self.reserve_next as *mut Arena;
-        if !chunk_map::insert(arena as usize) {
+        if !chunk_map::insert(arena as usize, ChunkKind::Arena) {
             return ptr::null_mut();
         }
         self.reserve_next = self.reserve_next.wrapping_add(ARENA_SIZE);
@@ -578,10 +573,9 @@ impl ArenaLists {
             .released_pages
             .fetch_add(USABLE_PAGES, Ordering::Relaxed);
         // SAFETY: the header page is fresh zeroed memory of ours; zero is a valid initial
-        // state for every other field (null links, empty pools). Pages never touched count
-        // as released: they cost no memory.
+        // state for every other field (an empty page map, null links, empty pools). Pages
+        // never touched count as released: they cost no memory.
         unsafe {
-            PageMap::init(ptr::addr_of_mut!((*arena).map));
             (*arena).free_pages = free_pages_of_new_arena();
             (*arena).released_pages = free_pages_of_new_arena();
             (*arena).list = NOT_LISTED;
@@ -615,7 +609,7 @@ pub(crate) fn check_invariants() -> ArenaFigures {
     let (mut mapped, mut pool_pages, mut dirty, mut released, mut empty) = (0, 0, 0, 0, 0);
     // SAFETY: we hold the arena lock.
     for arena in unsafe { arenas_of_reservation(&lists) } {
-        if !chunk_map::contains(arena as usize) {
+        if !chunk_map::is_arena(arena as usize) {
             continue;
         }
         mapped += 1;
@@ -623,7 +617,6 @@ pub(crate) fn check_invariants() -> ArenaFigures {
         unsafe {
             let free = (*arena).free_pages;
             let gone = (*arena).released_pages;
-            assert!(layout::is_arena(arena as usize));
             assert_eq!(
                 free & !free_pages_of_new_arena(),
                 0,
@@ -678,7 +671,7 @@ pub(crate) fn unmap_reservation_after_model() {
     let mut lists = ARENAS.lists.lock();
     // SAFETY: we hold the arena lock.
     for arena in unsafe { arenas_of_reservation(&lists) } {
-        if chunk_map::contains(arena as usize) {
+        if chunk_map::is_arena(arena as usize) {
             chunk_map::remove(arena as usize);
             // SAFETY: the execution is over: nothing uses its arenas any more.
             unsafe { os::unmap(arena as *mut u8, ARENA_SIZE) };

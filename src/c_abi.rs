@@ -2,8 +2,9 @@
 //! `capi/` crate exports them under their C names in `libebbmalloc.so` as one-liners; the
 //! POSIX details live here, where Rust tests and fuzzers can call them too:
 //!
-//! - failures return null and set `errno` to `ENOMEM` (`posix_memalign` returns the
-//!   error code instead, as POSIX says, and leaves `errno` alone);
+//! - failures return null and set `errno` to `ENOMEM` (`front` does so for every null it
+//!   returns; `posix_memalign` returns the error code instead, as POSIX says, and leaves
+//!   `errno` alone);
 //! - `calloc` and `reallocarray` check `n * size` for overflow;
 //! - `malloc(0)` returns a unique pointer (as glibc does), `free(NULL)` does nothing,
 //!   `realloc(NULL, n)` is `malloc(n)`, and `realloc(p, 0)` frees `p` and returns null
@@ -45,15 +46,6 @@ fn default_align(size: usize) -> usize {
 /// with `ENOMEM` before any size arithmetic could wrap.
 const MAX_REQUEST: usize = isize::MAX as usize;
 
-/// `block` for C, or null with `ENOMEM` when memory is exhausted.
-#[inline(always)]
-fn or_enomem(block: *mut u8) -> *mut c_void {
-    if block.is_null() {
-        return fail_enomem();
-    }
-    block as *mut c_void
-}
-
 #[cold]
 fn fail_enomem() -> *mut c_void {
     set_errno(libc::ENOMEM);
@@ -67,11 +59,9 @@ fn set_errno(code: c_int) {
 /// `malloc(size)`.
 #[inline]
 pub fn malloc(size: usize) -> *mut c_void {
-    if size > MAX_REQUEST {
-        return fail_enomem();
-    }
-    let size = size.max(1);
-    or_enomem(front::alloc(size, default_align(size)))
+    // Sizes above `MAX_REQUEST` fail in `front` (out of the table's way); a null from
+    // `front` comes with `ENOMEM` in `errno`.
+    front::alloc_for_malloc(size) as *mut c_void
 }
 
 /// `calloc(count, size)`.
@@ -83,7 +73,7 @@ pub fn calloc(count: usize, size: usize) -> *mut c_void {
         return fail_enomem();
     };
     let total = total.max(1);
-    or_enomem(front::alloc_zeroed(total, default_align(total)))
+    front::alloc_zeroed(total, default_align(total)) as *mut c_void
 }
 
 /// `free(ptr)`.
@@ -135,7 +125,7 @@ pub unsafe fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
         return fail_enomem();
     }
     // SAFETY: the caller's promise; the pointer is not null.
-    or_enomem(unsafe { front::realloc_unsized(ptr as *mut u8, size, default_align(size)) })
+    unsafe { front::realloc_unsized(ptr as *mut u8, size, default_align(size)) as *mut c_void }
 }
 
 /// `reallocarray(ptr, count, size)`.
@@ -156,7 +146,7 @@ fn aligned(alignment: usize, size: usize) -> *mut c_void {
         return fail_enomem();
     }
     let size = size.max(1);
-    or_enomem(front::alloc(size, alignment.max(default_align(size))))
+    front::alloc(size, alignment.max(default_align(size))) as *mut c_void
 }
 
 /// `posix_memalign(out, alignment, size)`: 0, `EINVAL` or `ENOMEM`.

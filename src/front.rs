@@ -5,14 +5,20 @@
 //! `realloc` pass the layout, so the class of a block is recomputed from it rather than
 //! looked up: `SizeClass::for_layout` is a pure function of the layout.
 //!
+//! Every null result means memory is exhausted (or the request beyond any), and comes with
+//! `ENOMEM` in `errno` (`os::set_errno_out_of_memory`), as C wants: the C front returns it
+//! as it is.
+//!
 //! C's `free` carries no size: [`owner_of`] finds what a pointer is from the chunk map and
-//! the header of its chunk, in O(1), and rejects pointers that are not blocks of ours.
+//! the header of its chunk, in O(1), and rejects pointers that are not blocks of ours. For
+//! a small block that is one byte of the chunk map (an arena), one bit of the arena's
+//! out-block bitmap (a block starts here and is out of its pool) and the page's class.
 
-use crate::consts::ARENA_MASK;
+use crate::chunk_map::{self, ChunkKind};
 use crate::fatal::fatal;
 use crate::large::{self, LargeState};
 use crate::size_class::SizeClass;
-use crate::{chunk_map, layout, lifecycle, thread_cache, trim};
+use crate::{layout, lifecycle, os, thread_cache, trim};
 use core::ptr;
 
 /// A block of at least `size` bytes aligned to `align` (a power of two), or null.
@@ -24,10 +30,36 @@ pub(crate) fn alloc(size: usize, align: usize) -> *mut u8 {
     }
 }
 
+/// A block for `malloc(size)`: `size` bytes (at least 1) at C's fundamental alignment (8
+/// for up to 8 bytes, 16 above), or null (memory exhausted, or `size` above
+/// `isize::MAX`). Sizes of the class table take one table load (`SizeClass::for_malloc`)
+/// rather than [`alloc`]'s rounding to the alignment.
+#[inline(always)]
+pub(crate) fn alloc_for_malloc(size: usize) -> *mut u8 {
+    match SizeClass::for_malloc(size) {
+        Some(class) => thread_cache::alloc(class, lifecycle::register_thread),
+        None => alloc_for_malloc_beyond_table(size),
+    }
+}
+
+#[inline(never)]
+fn alloc_for_malloc_beyond_table(size: usize) -> *mut u8 {
+    // Rust's limit for a `Layout`: larger requests fail before any size arithmetic could
+    // wrap.
+    if size > isize::MAX as usize {
+        os::set_errno_out_of_memory();
+        return ptr::null_mut();
+    }
+    alloc(size, 16)
+}
+
 /// A large block (see [`alloc`]); the trimmer hears of it (`trim::tick_large`).
 #[inline(never)]
 fn alloc_large(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     let block = large::alloc(size, align, zeroed);
+    if block.is_null() {
+        os::set_errno_out_of_memory();
+    }
     trim::tick_large();
     block
 }
@@ -67,17 +99,35 @@ pub(crate) unsafe fn dealloc(block: *mut u8, size: usize, align: usize) {
 ///
 /// # Safety
 /// `block` is not null and, if it is a live block of ours, is not used again.
-#[inline]
+#[inline(always)]
 pub(crate) unsafe fn free_unsized(block: *mut u8) {
-    let class = match owner_of(block) {
-        Some(Owner::Class(class)) => Some(class),
-        Some(Owner::Large) => None,
-        Some(Owner::FreedLarge) => fatal("free(): double free of", block as usize),
+    if chunk_map::kind_of(block as usize) == ChunkKind::Arena {
+        // SAFETY: the chunk map says the chunk is a live arena.
+        if let Some(class) = unsafe { layout::class_of_out_block(block) } {
+            // SAFETY: a block of this class that is out of its pool, which the caller
+            // hands back (a second free of a block still cached is caught there).
+            return unsafe { thread_cache::free(block, class) };
+        }
+    }
+    // SAFETY: the caller's promise.
+    unsafe { free_unsized_other(block) }
+}
+
+/// The rest of [`free_unsized`]: a large block, or a pointer to reject.
+///
+/// # Safety
+/// As [`free_unsized`].
+#[inline(never)]
+unsafe fn free_unsized_other(block: *mut u8) {
+    match owner_of(block) {
+        // SAFETY: `owner_of` found a live large block, which the caller hands back.
+        Some(Owner::Large) => unsafe { large::free(block) },
+        // A block of a class that `free_unsized` did not take: not out of its pool.
+        Some(Owner::Class(_)) | Some(Owner::Freed) => {
+            fatal("free(): double free of", block as usize)
+        }
         None => fatal("free(): invalid pointer", block as usize),
-    };
-    // SAFETY: `owner_of` found a block of this class (or a live large block), which the
-    // caller hands back.
-    unsafe { release(block, class) }
+    }
 }
 
 /// Returns a checked block to its thread cache (`class`) or its mapping (`None`: large).
@@ -122,7 +172,7 @@ pub(crate) unsafe fn realloc(
 /// result is not null.
 pub(crate) unsafe fn realloc_unsized(block: *mut u8, new_size: usize, align: usize) -> *mut u8 {
     let owner = match owner_of(block) {
-        Some(Owner::FreedLarge) => fatal("realloc(): double free of", block as usize),
+        Some(Owner::Freed) => fatal("realloc(): double free of", block as usize),
         None => fatal("realloc(): invalid pointer", block as usize),
         Some(owner) => owner,
     };
@@ -160,6 +210,9 @@ unsafe fn resize(
         (None, None) => {
             // SAFETY: the caller's promise.
             let moved = unsafe { large::realloc(block, new_size) };
+            if moved.is_null() {
+                os::set_errno_out_of_memory();
+            }
             trim::tick_large();
             return moved;
         }
@@ -202,7 +255,7 @@ fn check_owner(block: *mut u8, class: Option<SizeClass>) {
         Some(class) => layout::is_block_of_class(block, class),
         None => match owner_of(block) {
             Some(Owner::Large) => true,
-            Some(Owner::FreedLarge) => crate::fatal::fatal("double free of", block as usize),
+            Some(Owner::Freed) => crate::fatal::fatal("double free of", block as usize),
             _ => false,
         },
     };
@@ -214,37 +267,39 @@ fn check_owner(block: *mut u8, class: Option<SizeClass>) {
 /// What a pointer of unknown origin is.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Owner {
-    /// A block of a size class.
+    /// A block of a size class that is out of its pool.
     Class(SizeClass),
     /// A live large block.
     Large,
-    /// A large block that was freed already.
-    FreedLarge,
+    /// A block that was freed already: a large one, or the start of a block of a live
+    /// pool that is back in its pool.
+    Freed,
 }
 
 /// What `ptr` is, or `None` when it is not the start of a block of ours (a foreign,
 /// interior or wild pointer). Reads no memory that is not ours.
 pub(crate) fn owner_of(ptr: *mut u8) -> Option<Owner> {
-    let chunk = (ptr as usize).wrapping_sub(1) & ARENA_MASK;
-    if !chunk_map::contains(chunk) {
-        return None;
-    }
-    // SAFETY: the chunk map says the chunk holds a live header of ours.
-    unsafe {
-        if layout::is_arena(chunk) {
-            // A pointer exactly at a chunk's start gave us the chunk below it: if that is
-            // an arena, the pointer is past its end (in a chunk we know nothing of), and
-            // no block starts there anyway (an arena starts with its header).
-            if ptr as usize & !ARENA_MASK == 0 {
-                return None;
+    match chunk_map::kind_of(ptr as usize) {
+        // SAFETY: the chunk map says the chunk is a live arena.
+        ChunkKind::Arena => unsafe {
+            if let Some(class) = layout::class_of_out_block(ptr) {
+                Some(Owner::Class(class))
+            } else if layout::class_of_block(ptr).is_some() {
+                Some(Owner::Freed)
+            } else {
+                None
             }
-            return layout::class_of_block(ptr).map(Owner::Class);
+        },
+        kind @ (ChunkKind::Large | ChunkKind::LargeAtChunkStart) => {
+            // SAFETY: the chunk map says a large block starts in this chunk, as `kind`
+            // says.
+            match unsafe { large::state_of(ptr, kind) } {
+                LargeState::Live => Some(Owner::Large),
+                LargeState::Freed => Some(Owner::Freed),
+                LargeState::NotABlock => None,
+            }
         }
-        match large::state_of(ptr) {
-            LargeState::Live => Some(Owner::Large),
-            LargeState::Freed => Some(Owner::FreedLarge),
-            LargeState::NotABlock => None,
-        }
+        ChunkKind::Foreign => None,
     }
 }
 
@@ -257,7 +312,7 @@ pub(crate) unsafe fn usable_size(ptr: *mut u8, owner: Owner) -> usize {
         Owner::Class(class) => class.size(),
         // SAFETY: the caller's promise.
         Owner::Large => unsafe { large::usable_size(ptr) },
-        Owner::FreedLarge => 0,
+        Owner::Freed => 0,
     }
 }
 

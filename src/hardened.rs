@@ -140,7 +140,7 @@ pub(crate) unsafe fn on_free(block: *mut u8, class: SizeClass) {
 /// As [`on_free`].
 pub(crate) unsafe fn check_live(block: *mut u8, message: &str) {
     // SAFETY: by the caller's promise.
-    if !unsafe { OutBit::of(block).is_set_atomic() } {
+    if !unsafe { OutBit::of(block).is_set() } {
         fatal(message, block as usize);
     }
 }

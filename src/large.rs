@@ -34,15 +34,16 @@
 //! cached mapping (one copy, pages already resident) to `mremap`, which would fault in
 //! fresh pages: a `Vec` pushed to 512 KiB over and over ran 3x slower with `mremap` alone.
 //!
-//! **The chunk map and the address space.** A chunk is in the chunk map exactly while the
-//! range holding its header is ours. So a header chunk enters the map after the mapping is
-//! made and before its block is handed out, and leaves it *before* the range goes back to
-//! the OS (`munmap`, or the `mremap` that moves the mapping away): from the instant the
+//! **The chunk map and the address space.** The chunk where a block starts is recorded in
+//! the chunk map ([`chunk_kind`]: inside the chunk, or exactly at its start with the header
+//! in the chunk below) exactly while the mapping is ours. So it enters the map after the
+//! mapping is made and before its block is handed out, and leaves it *before* the range
+//! goes back to the OS (`munmap`, or the `mremap` that moves the mapping away): from the instant the
 //! kernel has the range, another thread may map a block or an arena there and record the
 //! same chunk, and a late removal would erase that newcomer's entry (its valid `free` then
 //! looks foreign). Cached and hot mappings stay in the map: they are still ours.
 
-use crate::chunk_map;
+use crate::chunk_map::{self, ChunkKind};
 use crate::consts::{ARENA_MASK, ARENA_SIZE, PAGE_SIZE};
 use crate::fatal::fatal;
 use crate::os;
@@ -164,7 +165,7 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
             return ptr::null_mut();
         }
     }
-    if !chunk_map::insert(header_address(ptr) as usize) {
+    if !chunk_map::insert(block_chunk(ptr), chunk_kind(ptr)) {
         // SAFETY: the mapping is ours and unused.
         unsafe { os::unmap(base, map_len) };
         return ptr::null_mut();
@@ -201,7 +202,7 @@ pub(crate) unsafe fn free(ptr: *mut u8) {
         }
     } else {
         MAPPED_BYTES.fetch_sub(map_len, Ordering::Relaxed);
-        chunk_map::remove(header as usize);
+        chunk_map::remove(block_chunk(ptr));
         // SAFETY: the mapping is ours and its block is dead.
         unsafe { os::unmap(base, map_len) };
     }
@@ -267,16 +268,16 @@ unsafe fn resize_mapping(
             );
             return ptr;
         }
-        // The old header chunk leaves the chunk map *before* the move: `mremap` unmaps the
+        // The block's chunk leaves the chunk map *before* the move: `mremap` unmaps the
         // old range, and from that instant another thread may map a block or an arena
         // there and record the same chunk; a remove after the move would erase that
         // newcomer's entry, and its valid free would be taken for an invalid one. While
         // the chunk is out of the map nobody but us may touch the block (we own it).
-        chunk_map::remove(header as usize);
+        chunk_map::remove(block_chunk(ptr));
         let new_base = os::move_aligned(base, old_len, new_len, base_align(offset));
         if new_base.is_null() {
             // The mapping did not move: it is still ours at the old place.
-            if !chunk_map::insert(header as usize) {
+            if !chunk_map::insert(block_chunk(ptr), chunk_kind(ptr)) {
                 fatal("cannot record the large mapping at", ptr as usize);
             }
             return new_base;
@@ -284,7 +285,7 @@ unsafe fn resize_mapping(
         let new_ptr = new_base.add(offset);
         let header = header_address(new_ptr);
         (*header).block = new_ptr;
-        if !chunk_map::insert(header as usize) {
+        if !chunk_map::insert(block_chunk(new_ptr), chunk_kind(new_ptr)) {
             fatal("cannot record the moved large mapping at", new_ptr as usize);
         }
         (*header).base = new_base;
@@ -408,6 +409,7 @@ pub(crate) fn trim(now_ms: u32, decay_ms: u32) -> usize {
 /// Unmaps a mapping that has left the cache.
 fn unmap_cached(entry: &CachedMapping) {
     MAPPED_BYTES.fetch_sub(entry.map_len, Ordering::Relaxed);
+    // A cached mapping's block was at `MIN_OFFSET`, in the mapping's first chunk.
     chunk_map::remove(entry.base as usize);
     // SAFETY: a cached mapping is ours and unused; it left the cache under the lock.
     unsafe { os::unmap(entry.base, entry.map_len) };
@@ -492,8 +494,13 @@ pub(crate) enum LargeState {
 /// Whether `ptr` is exactly a large block of ours (and whether it is live).
 ///
 /// # Safety
-/// `header_address(ptr)` is a chunk in the chunk map whose magic is a large magic.
-pub(crate) unsafe fn state_of(ptr: *mut u8) -> LargeState {
+/// The chunk map says `kind`, a large kind, of `ptr`'s chunk.
+pub(crate) unsafe fn state_of(ptr: *mut u8, kind: ChunkKind) -> LargeState {
+    // Only a pointer of the recorded kind has its header slot in our mapping: a pointer at
+    // the start of a chunk whose block starts inside it would lead to the chunk below.
+    if chunk_kind(ptr) != kind {
+        return LargeState::NotABlock;
+    }
     let header = header_address(ptr);
     // SAFETY: by the caller's promise the header slot is mapped and ours.
     unsafe {
@@ -541,6 +548,22 @@ unsafe fn header_of(ptr: *mut u8) -> *mut LargeHeader {
 /// Where the header of a large block at `ptr` is.
 fn header_address(ptr: *mut u8) -> *mut LargeHeader {
     ((ptr as usize - 1) & ARENA_MASK) as *mut LargeHeader
+}
+
+/// The chunk that a large block at `ptr` starts in, which the chunk map records.
+fn block_chunk(ptr: *mut u8) -> usize {
+    ptr as usize & ARENA_MASK
+}
+
+/// How the chunk map records a large block at `ptr`: starting inside its chunk (the
+/// header at the chunk's start), or exactly at the chunk's start (aligned to a chunk or
+/// more: the header in the chunk below).
+fn chunk_kind(ptr: *mut u8) -> ChunkKind {
+    if ptr as usize & !ARENA_MASK == 0 {
+        ChunkKind::LargeAtChunkStart
+    } else {
+        ChunkKind::Large
+    }
 }
 
 /// `len` rounded up to a page, then to a quarter of its power of two; None on overflow.

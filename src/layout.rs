@@ -18,82 +18,70 @@
 //! under the arena lock when it carves a pool and clears the
 //! pages when the pool goes back; the entries of a pool do not change while any block of it
 //! is out, so whoever holds a block reads them without a lock (C `free`, which carries no
-//! size, and the hardened checks). A block's offset in its pool tells whether it starts a
-//! block of the class: blocks are laid out from the pool's first page, `size` apart.
+//! size, and the hardened checks). Whether an address starts a block is told two ways: by
+//! its out bit, set only at block starts, which is what C's `free` reads
+//! ([`class_of_out_block`]: a block being freed is out), or by its offset in its pool,
+//! for blocks are laid out from the pool's first page, `size` apart ([`class_of_block`],
+//! which also finds blocks that are back in their pool).
 
 #[cfg(feature = "hardened")]
 use crate::chunk_map;
 use crate::consts::{ARENA_MASK, GRANULE, PAGES_PER_ARENA, PAGE_SHIFT, PAGE_SIZE};
 use crate::size_class::SizeClass;
-use crate::sync::{AtomicU16, Ordering};
-
-/// Tells an arena header from anything else ("ebbarena").
-const ARENA_MAGIC: u64 = 0x6562_6261_7265_6e61;
+// The map and the bitmap are `core`'s atomics even in the loom models, which cannot build
+// theirs in memory mapped from the OS (zero bytes are an empty map, as a fresh arena's
+// header page has them) and so do not model these words: their protocol is the arena
+// lock for writes and, for lock-free reads, a block of the pool in the reader's hands.
+use crate::sync::unmodelled::{AtomicU64, AtomicU8};
+use crate::sync::Ordering;
 
 /// The start of an arena's header: what a block's address leads to without a lock.
 #[repr(C)]
 pub(crate) struct PageMap {
-    magic: u64,
-    /// Per page, 0 for a page in no pool; for a page in a pool, the pool's first page
-    /// (low byte) and the index of its size class (high byte): one word, so one load
-    /// answers both and the map costs as many atomics as pages.
-    pages: [AtomicU16; PAGES_PER_ARENA],
+    /// Per page, 0 for a page in no pool, else the pool's first page (at least
+    /// `HEADER_PAGES`).
+    starts: [AtomicU8; PAGES_PER_ARENA],
+    /// Per page in a pool, the index of the pool's size class: one byte load for C's
+    /// `free` ([`class_of_out_block`]).
+    classes: [AtomicU8; PAGES_PER_ARENA],
 }
 
-/// Bits of a page entry that hold the pool's first page.
-const START_MASK: u16 = 0xff;
-const CLASS_SHIFT: u32 = 8;
-
 impl PageMap {
-    /// Marks a fresh arena's header (all pages in no pool: zero bytes).
-    ///
-    /// # Safety
-    /// `map` is the zero-filled header of an arena nobody else sees yet.
-    pub(crate) unsafe fn init(map: *mut PageMap) {
-        // SAFETY: by the caller's promise.
-        unsafe {
-            core::ptr::addr_of_mut!((*map).magic).write(ARENA_MAGIC);
-            // Loom's atomics are handles into the model's state, for which zero bytes are
-            // no valid value: make them.
-            #[cfg(loom)]
-            for page in 0..PAGES_PER_ARENA {
-                core::ptr::addr_of_mut!((*map).pages[page]).write(AtomicU16::new(0));
-            }
-        }
-    }
-
     /// Records pages `start..start + pages` as a pool of `class`. The caller holds the
     /// arena lock.
     pub(crate) fn set_pool(&self, start: usize, pages: usize, class: SizeClass) {
-        let entry = start as u16 | (class.index() as u16) << CLASS_SHIFT;
-        for page in &self.pages[start..start + pages] {
-            page.store(entry, Ordering::Relaxed);
+        for page in start..start + pages {
+            self.classes[page].store(class.index() as u8, Ordering::Relaxed);
+            self.starts[page].store(start as u8, Ordering::Relaxed);
         }
     }
 
     /// Records pages `start..start + pages` as in no pool. The caller holds the arena lock.
     pub(crate) fn clear_pool(&self, start: usize, pages: usize) {
-        for page in &self.pages[start..start + pages] {
-            page.store(0, Ordering::Relaxed);
+        for page in start..start + pages {
+            self.starts[page].store(0, Ordering::Relaxed);
         }
     }
 
     /// The first page of the pool that page `page` is in, or 0.
     #[inline]
     pub(crate) fn pool_start(&self, page: usize) -> usize {
-        (self.pages[page].load(Ordering::Relaxed) & START_MASK) as usize
+        self.starts[page].load(Ordering::Relaxed) as usize
+    }
+
+    /// The class of the pool that page `page` is in; meaningful only for a page in a pool.
+    #[inline(always)]
+    fn class_of_page(&self, page: usize) -> SizeClass {
+        let index = self.classes[page].load(Ordering::Relaxed) as usize;
+        // SAFETY: entries hold 0 or what `set_pool` wrote, the index of a valid class.
+        unsafe { SizeClass::from_index_unchecked(index) }
     }
 
     /// The first page and the class of the pool that page `page` is in, if any.
     #[inline]
     fn pool_of_page(&self, page: usize) -> Option<(usize, SizeClass)> {
-        let entry = self.pages[page].load(Ordering::Relaxed);
-        if entry == 0 {
-            return None;
-        }
-        // SAFETY: `set_pool` wrote the index of a valid class into a non-zero entry.
-        let class = unsafe { SizeClass::from_index_unchecked((entry >> CLASS_SHIFT) as usize) };
-        Some(((entry & START_MASK) as usize, class))
+        let start = self.pool_start(page);
+        (start != 0).then(|| (start, self.class_of_page(page)))
     }
 }
 
@@ -109,21 +97,11 @@ pub(crate) fn page_of(address: *mut u8) -> usize {
     (address as usize & !ARENA_MASK) >> PAGE_SHIFT
 }
 
-/// Whether the chunk at `chunk` is an arena (rather than a large mapping's header slot).
-///
-/// # Safety
-/// The chunk is in the chunk map, so its first page is mapped and ours.
-#[cfg_attr(feature = "hardened", inline)] // on every hardened alloc and free
-pub(crate) unsafe fn is_arena(chunk: usize) -> bool {
-    // SAFETY: by the caller's promise.
-    unsafe { (*(chunk as *const PageMap)).magic == ARENA_MAGIC }
-}
-
 /// The class of `block` if it is the start of a block in a live pool of an arena, read
 /// without a lock (see the page map above).
 ///
 /// # Safety
-/// `arena_of(block)` is a live arena (its chunk is in the chunk map and it is an arena).
+/// `arena_of(block)` is a live arena (the chunk map says its chunk is one).
 #[cfg_attr(feature = "hardened", inline)] // on every hardened alloc and free
 pub(crate) unsafe fn class_of_block(block: *mut u8) -> Option<SizeClass> {
     let page = page_of(block);
@@ -136,20 +114,43 @@ pub(crate) unsafe fn class_of_block(block: *mut u8) -> Option<SizeClass> {
     (offset < blocks_end && info.is_block_offset(offset)).then_some(class)
 }
 
+/// The class of `block` if its bit in the out-block bitmap is set: it then starts a block
+/// of a live pool that is out of it (default builds: in a thread cache, a batch or the
+/// program's hands; hardened builds: live), for bits are set at block starts only. This is
+/// the lookup of C's `free`: a load of the bitmap word and one of the page's entry, where
+/// [`class_of_block`] needs the class's geometry and a division; it reads no entry that
+/// can change, for a pool's entries stay while any of its blocks is out.
+///
+/// # Safety
+/// `arena_of(block)` is a live arena (the chunk map says its chunk is one).
+#[inline(always)]
+pub(crate) unsafe fn class_of_out_block(block: *mut u8) -> Option<SizeClass> {
+    if block as usize % GRANULE != 0 {
+        return None;
+    }
+    // SAFETY: the bitmap page of a live arena.
+    if !unsafe { OutBit::of(block).is_set() } {
+        return None;
+    }
+    // SAFETY: the header is live by the caller's promise; `page < PAGES_PER_ARENA`, and a
+    // set out bit lies in a pool.
+    Some(unsafe { (*arena_of(block)).class_of_page(page_of(block)) })
+}
+
 /// Whether `ptr` is the start of a block of `class` in a live pool of one of our arenas.
 /// Any address may be asked: nothing is read before the chunk map vouches for the arena.
 #[cfg(feature = "hardened")]
 #[inline]
 pub(crate) fn is_block_of_class(ptr: *mut u8, class: SizeClass) -> bool {
-    let chunk = ptr as usize & ARENA_MASK;
-    // SAFETY: the chunk is in the chunk map, so its header is ours and mapped, and it is
-    // an arena by its magic.
-    chunk_map::contains(chunk) && unsafe { is_arena(chunk) && class_of_block(ptr) == Some(class) }
+    // SAFETY: the chunk map says the chunk is an arena, so its header is ours and mapped.
+    chunk_map::is_arena(ptr as usize) && unsafe { class_of_block(ptr) == Some(class) }
 }
 
 /// The bit of a block start in its arena's out-block bitmap (page 1 of the arena). Every
-/// bitmap word covers part of one page, so of at most one pool: it is guarded by that
-/// pool's class lock, or (hardened builds) only ever accessed atomically.
+/// bitmap word covers part of one page, so of at most one pool: in default builds it is
+/// written under that pool's class lock (atomic loads and stores, no read-modify-write,
+/// for C's `free` reads it without the lock: [`class_of_out_block`]), in hardened builds
+/// with atomic read-modify-writes.
 #[derive(Clone, Copy)]
 pub(crate) struct OutBit {
     word: *mut u64,
@@ -176,8 +177,9 @@ impl OutBit {
     #[cfg(not(feature = "hardened"))]
     #[inline]
     pub(crate) unsafe fn set(self) {
-        // SAFETY: the word is in the arena's bitmap page, guarded by the held class lock.
-        unsafe { *self.word |= self.bit };
+        // SAFETY: the word is in the arena's bitmap page; its writers hold the class lock.
+        let word = unsafe { self.atomic() };
+        word.store(word.load(Ordering::Relaxed) | self.bit, Ordering::Relaxed);
     }
 
     /// Clears the bit; returns whether it was set.
@@ -188,22 +190,30 @@ impl OutBit {
     #[inline]
     pub(crate) unsafe fn clear(self) -> bool {
         // SAFETY: as in `set`.
-        unsafe {
-            let was = *self.word & self.bit != 0;
-            *self.word &= !self.bit;
-            was
-        }
+        let word = unsafe { self.atomic() };
+        let bits = word.load(Ordering::Relaxed);
+        word.store(bits & !self.bit, Ordering::Relaxed);
+        bits & self.bit != 0
     }
 
-    /// The word as an atomic (hardened builds, where the bits change without a lock).
+    /// Whether the bit is set (atomic read, without a lock).
     ///
     /// # Safety
-    /// The block lies in a live pool of an arena.
-    #[cfg(feature = "hardened")]
+    /// The block lies in a live arena.
     #[inline(always)]
-    unsafe fn atomic<'a>(self) -> &'a crate::sync::AtomicU64 {
+    pub(crate) unsafe fn is_set(self) -> bool {
+        // SAFETY: the caller's promise.
+        unsafe { self.atomic() }.load(Ordering::Relaxed) & self.bit != 0
+    }
+
+    /// The word as an atomic.
+    ///
+    /// # Safety
+    /// The block lies in a live arena.
+    #[inline(always)]
+    unsafe fn atomic<'a>(self) -> &'a AtomicU64 {
         // SAFETY: the word is in the live arena's bitmap page and 8-aligned.
-        unsafe { &*(self.word as *const crate::sync::AtomicU64) }
+        unsafe { &*(self.word as *const AtomicU64) }
     }
 
     /// Sets the bit atomically; returns whether it was set.
@@ -226,16 +236,5 @@ impl OutBit {
     pub(crate) unsafe fn clear_atomic(self) -> bool {
         // SAFETY: the caller's promise.
         unsafe { self.atomic() }.fetch_and(!self.bit, Ordering::Relaxed) & self.bit != 0
-    }
-
-    /// Whether the bit is set (atomic read).
-    ///
-    /// # Safety
-    /// As [`OutBit::set_atomic`].
-    #[cfg(feature = "hardened")]
-    #[inline]
-    pub(crate) unsafe fn is_set_atomic(self) -> bool {
-        // SAFETY: the caller's promise.
-        unsafe { self.atomic() }.load(Ordering::Relaxed) & self.bit != 0
     }
 }

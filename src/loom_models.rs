@@ -234,7 +234,7 @@ fn the_trimmer_never_takes_an_arena_in_use() {
                 let arenas = arena::check_invariants();
                 assert!(arenas.pool_pages >= class.info().pool_pages as usize);
                 assert!(
-                    chunk_map::contains(block & ARENA_MASK),
+                    chunk_map::is_arena(block & ARENA_MASK),
                     "the arena of a held block is mapped"
                 );
                 // SAFETY: as above.

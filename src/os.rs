@@ -289,6 +289,14 @@ pub(crate) fn errno() -> i32 {
     unsafe { *libc::__errno_location() }
 }
 
+/// Leaves `ENOMEM` in `errno`, as a C allocation function that returns null must. Every
+/// allocation of ours that returns null has called this (`thread_cache::alloc_slow` and
+/// `front`), so C's `malloc` needs no check of its own on its fast path.
+#[cold]
+pub(crate) fn set_errno_out_of_memory() {
+    set_errno(libc::ENOMEM);
+}
+
 /// Sets the calling thread's `errno` (the C front reports a failed call this way).
 pub(crate) fn set_errno(code: i32) {
     // SAFETY: as in `errno`.

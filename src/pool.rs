@@ -234,7 +234,7 @@ impl Pool {
             #[cfg(not(feature = "hardened"))]
             let misused = !OutBit::of(block as *mut u8).clear();
             #[cfg(feature = "hardened")]
-            let misused = OutBit::of(block as *mut u8).is_set_atomic();
+            let misused = OutBit::of(block as *mut u8).is_set();
             if misused {
                 fatal(PUT_MISUSE, block as usize);
             }

@@ -135,6 +135,20 @@ impl SizeClass {
         Self::for_aligned_layout(size, align)
     }
 
+    /// The class `malloc(size)` takes when `size` is at most [`TABLE_MAX`] bytes: that of
+    /// `size` (at least 1) at C's fundamental alignment, 8 for up to 8 bytes and 16 above,
+    /// in one table load. `None` for larger sizes (see `front::alloc_for_malloc`).
+    #[inline(always)]
+    pub(crate) fn for_malloc(size: usize) -> Option<SizeClass> {
+        if size <= TABLE_MAX {
+            // SAFETY: `(size + 7) / 8 <= TABLE_MAX / 8` and the table has one more entry.
+            return Some(SizeClass(unsafe {
+                *MALLOC_CLASS_TABLE.get_unchecked((size + 7) >> 3)
+            }));
+        }
+        None
+    }
+
     /// The alignment > 16 case of [`SizeClass::for_layout`]: walk up from the class of the
     /// size to the first naturally aligned enough. Ends at the power of two `>= max(size,
     /// align)` at the latest.
@@ -286,7 +300,28 @@ const fn build_all_info() -> [SizeClassInfo; NUM_CLASSES] {
     all
 }
 
+/// [`CLASS_TABLE`] for `malloc`: entry `(size + 7) / 8` is the class of `size` bytes at
+/// C's fundamental alignment (8 for requests of up to 8 bytes, 16 above; see
+/// [`SizeClass::for_malloc`]). Entry 0 is `malloc(0)`'s, the smallest class.
+const fn build_malloc_table() -> [u8; TABLE_MAX / 8 + 1] {
+    let mut table = [0u8; TABLE_MAX / 8 + 1];
+    let mut i = 0;
+    while i < table.len() {
+        // Every size in `(8 * (i - 1), 8 * i]` rounds up to the same multiple of 16 as
+        // `8 * i` does.
+        let size = if i <= 1 {
+            8
+        } else {
+            (i * 8).next_multiple_of(16)
+        };
+        table[i] = class_index_by_arithmetic(size);
+        i += 1;
+    }
+    table
+}
+
 static CLASS_TABLE: [u8; TABLE_MAX / 8 + 1] = build_table();
+static MALLOC_CLASS_TABLE: [u8; TABLE_MAX / 8 + 1] = build_malloc_table();
 static CLASS_INFO: [SizeClassInfo; NUM_CLASSES] = build_all_info();
 
 const _: () = assert!(class_size_by_index(NUM_CLASSES - 1) == MAX_CLASS_SIZE);
@@ -313,6 +348,20 @@ mod tests {
         for size in 0..=16 {
             assert_eq!(SizeClass::for_layout(size, 1).unwrap().size(), 16, "{size}");
         }
+    }
+
+    #[test]
+    fn malloc_sizes_map_to_the_class_of_their_c_alignment() {
+        for size in 0..=TABLE_MAX {
+            let wanted = size.max(1);
+            let align = if wanted <= 8 { 8 } else { 16 };
+            assert_eq!(
+                SizeClass::for_malloc(size),
+                SizeClass::for_layout(wanted, align),
+                "malloc({size})"
+            );
+        }
+        assert_eq!(SizeClass::for_malloc(TABLE_MAX + 1), None);
     }
 
     #[test]

@@ -34,12 +34,12 @@
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{
-    AtomicBool, AtomicI32, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+    AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering,
 };
 
 #[cfg(not(loom))]
 pub(crate) use core::sync::atomic::{
-    AtomicBool, AtomicI32, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+    AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering,
 };
 
 use core::cell::UnsafeCell;
@@ -48,11 +48,11 @@ use core::cell::UnsafeCell;
 #[cfg(loom)]
 pub(crate) use loom::thread_local;
 
-/// Atomics that stay `core`'s under loom: they live in memory mapped once per process (the
-/// chunk map's bitmap), which loom cannot re-create per execution, and no model is about
-/// them.
+/// Atomics that stay `core`'s under loom: they live in memory mapped from the OS (the chunk
+/// map, an arena's page map and out-block bitmap), which loom's atomics, handles into the
+/// model's state, cannot live in, and no model is about them.
 pub(crate) mod unmodelled {
-    pub(crate) use core::sync::atomic::{AtomicU64, AtomicUsize};
+    pub(crate) use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize};
 }
 
 /// Declares a `static` that the loom models can use: a plain `static` normally and, under

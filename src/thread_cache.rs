@@ -263,7 +263,8 @@ pub(crate) unsafe fn free(block: *mut u8, class: SizeClass) {
     }
 }
 
-/// A miss: a block from the central list (null when memory is exhausted), handed out.
+/// A miss: a block from the central list, handed out; null, with `ENOMEM` in `errno`, when
+/// memory is exhausted.
 ///
 /// # Safety
 /// `cache` is this thread's cache.
@@ -278,11 +279,15 @@ unsafe fn alloc_slow(
     let block = unsafe { refill_and_take(cache, class, register_thread) };
     // SAFETY: a block of `class` (or null) that goes to the program.
     unsafe { sanitizer::handed_out(block, class.size(), false) };
-    #[cfg(not(feature = "hardened"))]
-    if !block.is_null() {
-        // SAFETY: a block of `class` just handed out.
-        unsafe { crate::block::clear_mark(block) };
+    if block.is_null() {
+        crate::os::set_errno_out_of_memory();
+        return block;
     }
+    #[cfg(not(feature = "hardened"))]
+    // SAFETY: a block of `class` just handed out.
+    unsafe {
+        crate::block::clear_mark(block)
+    };
     block
 }
 

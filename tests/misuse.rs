@@ -134,6 +134,30 @@ const CASES: &[Case] = &[
         run: free_just_past_an_arena_c_abi,
         sizes: ONE_SIZE,
     },
+    Case {
+        name: "free_misaligned_pointer_c_abi",
+        signal: libc::SIGABRT,
+        run: free_misaligned_pointer_c_abi,
+        sizes: &[1, 8, 24],
+    },
+    Case {
+        name: "free_block_back_in_its_pool_c_abi",
+        signal: libc::SIGABRT,
+        run: free_block_back_in_its_pool_c_abi,
+        sizes: ONE_SIZE,
+    },
+    Case {
+        name: "free_large_mapping_header_c_abi",
+        signal: libc::SIGABRT,
+        run: free_large_mapping_header_c_abi,
+        sizes: &[4 << 10, 256 << 10, 1 << 20],
+    },
+    Case {
+        name: "free_inside_chunk_aligned_large_block_c_abi",
+        signal: libc::SIGABRT,
+        run: free_inside_chunk_aligned_large_block_c_abi,
+        sizes: ONE_SIZE,
+    },
     #[cfg(feature = "hardened")]
     Case {
         name: "overflow_into_neighbours_link",
@@ -205,10 +229,21 @@ fn double_free_same_thread() {
     misuse_went_unnoticed();
 }
 
+/// What C's `free` says of a second free of a small block still out of its pool. The
+/// default build's `free` finds the block out (it sits in a thread cache or a batch) and
+/// the thread cache's double-free mark, shared with Rust's `dealloc`, stops it; the
+/// hardened build's out bits mean *live*, so `free`'s own lookup already finds no live
+/// block there and names itself.
+const C_DOUBLE_FREE: &str = if cfg!(feature = "hardened") {
+    "free(): double free of"
+} else {
+    "double free of"
+};
+
 /// The same through the C front, whose `free` carries no size.
 fn double_free_same_thread_c_abi() {
     let p = c_abi::malloc(case_size());
-    expect("double free of", p as usize);
+    expect(C_DOUBLE_FREE, p as usize);
     // SAFETY: a live block, then the misuse under test.
     unsafe {
         c_abi::free(p);
@@ -237,7 +272,7 @@ fn double_free_other_thread() {
 /// The same through the C front.
 fn double_free_other_thread_c_abi() {
     let p = c_abi::malloc(ODD_SIZE) as usize;
-    expect("double free of", p);
+    expect(C_DOUBLE_FREE, p);
     // SAFETY: the block is live.
     unsafe { c_abi::free(p as *mut _) };
     std::thread::spawn(move || {
@@ -332,6 +367,65 @@ fn free_just_past_an_arena_c_abi() {
     expect("free(): invalid pointer", past_end);
     // SAFETY: none: not a block of ours; this is the misuse.
     unsafe { c_abi::free(past_end as *mut _) };
+}
+
+/// A pointer `case_size()` bytes into a live block: not a block start, whether or not it
+/// falls on the 8-byte granule of the out-block bitmap (C's `free` reads the bit of the
+/// granule, so an address between granules must be turned away before).
+fn free_misaligned_pointer_c_abi() {
+    let p = c_abi::malloc(100) as *mut u8;
+    let inside = p.wrapping_add(case_size());
+    expect("free(): invalid pointer", inside as usize);
+    // SAFETY: none: inside a block; this is the misuse.
+    unsafe { c_abi::free(inside.cast()) };
+}
+
+/// `free(p)` after `p` went all the way back to its pool (its out bit clear, the pool
+/// still live): C's `free` finds no out block there and tells a block start (double free)
+/// from anything else.
+fn free_block_back_in_its_pool_c_abi() {
+    let keep = c_abi::malloc(ODD_SIZE);
+    let p = c_abi::malloc(ODD_SIZE);
+    assert!(!keep.is_null() && !p.is_null());
+    expect("free(): double free of", p as usize);
+    // SAFETY: `p` is live; `keep` holds the pool alive; the second free is the misuse.
+    unsafe {
+        c_abi::free(p);
+        ebbmalloc::trim();
+        c_abi::free(p);
+    }
+    misuse_went_unnoticed();
+}
+
+/// A pointer the chunk map knows but where no block starts, in the chunk where a large
+/// block aligned to `case_size()` starts. Below a chunk's alignment: the chunk's start (the
+/// mapping's header page), whose lookup must not read a header in the chunk below, where
+/// nothing of ours may be mapped. From a chunk's alignment on (the block at the chunk's
+/// start, its header in the chunk below): a page into the block, whose lookup must not take
+/// the block's own bytes for a header.
+fn free_large_mapping_header_c_abi() {
+    let alignment = case_size();
+    let p = c_abi::aligned_alloc(alignment, 1 << 20) as usize;
+    assert!(p != 0);
+    let target = if alignment >= 256 << 10 {
+        p + (4 << 10)
+    } else {
+        p & !((256 << 10) - 1)
+    };
+    expect("free(): invalid pointer", target);
+    // SAFETY: none: not a block start; this is the misuse.
+    unsafe { c_abi::free(target as *mut _) };
+}
+
+/// A pointer into the second chunk of a large block aligned to 1 MiB (whose first chunk
+/// the chunk map records, the block starting at its start).
+fn free_inside_chunk_aligned_large_block_c_abi() {
+    let p = c_abi::aligned_alloc(1 << 20, 1 << 20) as usize;
+    assert!(p != 0);
+    let target = p + (256 << 10);
+    expect("free(): invalid pointer", target);
+    // SAFETY: none: inside a block; this is the misuse.
+    unsafe { c_abi::free(target as *mut _) };
 }
 
 fn dealloc_foreign_pointer() {

@@ -13,11 +13,12 @@
 //! The library is built once per run with its own cargo invocation and target directory
 //! (the outer `cargo test` holds the lock of the usual one).
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The longest a program of the issue-11 tests may run before it is killed and its test
@@ -70,7 +71,13 @@ fn plain_program(file: &str) -> PathBuf {
 
 /// Compiles `tests/c/<file>`, C with `cc -O1` and C++ (`.cpp`) with `g++ -O2`, linked
 /// against the library or not, and returns the executable.
+///
+/// Each executable is built once per test process, under a lock of its own: two tests
+/// that build the same program must not relink it while the other runs it (the exec then
+/// fails with `ETXTBSY`, "Text file busy", as it once did).
 fn compile(file: &str, linked: bool) -> PathBuf {
+    type Built = Arc<Mutex<bool>>;
+    static BUILT: OnceLock<Mutex<HashMap<PathBuf, Built>>> = OnceLock::new();
     let library = library();
     let (stem, cpp) = match file.strip_suffix(".cpp") {
         Some(stem) => (stem, true),
@@ -81,6 +88,17 @@ fn compile(file: &str, linked: bool) -> PathBuf {
     } else {
         format!("{stem}-plain")
     });
+    let built: Built = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .entry(out.clone())
+        .or_default()
+        .clone();
+    let mut built = built.lock().unwrap();
+    if *built {
+        return out;
+    }
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{file}"));
     let mut command = if cpp {
         let mut command = Command::new("g++");
@@ -101,6 +119,7 @@ fn compile(file: &str, linked: bool) -> PathBuf {
     }
     let status = command.status().expect("the compiler runs");
     assert!(status.success(), "compiling {file} failed");
+    *built = true;
     out
 }
 
