@@ -4,7 +4,21 @@
 # several rounds, and prints markdown tables: median wall time and peak RSS with ratios to
 # mimalloc, and the CPython origin-story RSS timeline.
 #
+# The C workloads (scripts/preload_workloads/*.c; each file's header says what it models):
+#   c-churn          4 threads replacing random slots of their own arrays, 8-512 B
+#   c-prodcons       one thread allocates 64 B blocks, another frees them (all frees remote)
+#   c-larson         larson-style server churn: 4 threads, 8 B-16 KiB, slot arrays swapped
+#                    between threads so most frees are remote
+#   c-larson-sized   the same, freeing through C23 free_sized where the allocator has it
+#   c-rptest         rpmalloc-benchmark shape: 4 threads, 60% 8-128 B / 30% -1 KiB / 10%
+#                    -16 KiB, random lifetimes, a quarter of the blocks freed by the next thread
+#   c-alloc-test     one thread with a real program's sizes (16-64 B objects, 64-256 B
+#                    strings grown by realloc, a few buffers to 16 KiB), most dying young
+#   c-cache-scratch  Hoard's cache-scratch with 2 threads: passive false sharing
+#   c-large-reuse    20 live blocks of 5-25 MiB freed and reallocated in a loop
+#
 #   scripts/preload-bench.sh [ROUNDS]      (default 3; run as root to let it apt-get)
+# Honours CARGO_TARGET_DIR for where libebbmalloc.so is built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -12,7 +26,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 cargo build --release -p ebbmalloc-capi >&2
-ebb=$PWD/target/release/libebbmalloc.so
+ebb=${CARGO_TARGET_DIR:-$PWD/target}/release/libebbmalloc.so
 
 lib_dir=/usr/lib/x86_64-linux-gnu
 if [ ! -e "$lib_dir/libjemalloc.so.2" ] || [ ! -e "$lib_dir/libmimalloc.so.2" ] || [ ! -x /usr/bin/time ]; then
@@ -36,7 +50,7 @@ for candidate in "jemalloc:$lib_dir/libjemalloc.so.2" "mimalloc:$lib_dir/libmima
     fi
 done
 
-for program in churn prodcons larson large_reuse; do
+for program in churn prodcons larson rptest alloc_test cache_scratch large_reuse; do
     cc -O2 -pthread -o "$work/$program" "scripts/preload_workloads/$program.c"
 done
 
@@ -44,10 +58,15 @@ declare -A workload=(
     [c-churn]="$work/churn"
     [c-prodcons]="$work/prodcons"
     [c-larson]="$work/larson 4 200"
+    [c-larson-sized]="$work/larson 4 200 sized"
+    [c-rptest]="$work/rptest 4 1500000"
+    [c-alloc-test]="$work/alloc_test 1 6000000"
+    [c-cache-scratch]="$work/cache_scratch 2 2000 20000 8"
     [c-large-reuse]="$work/large_reuse 400 0"
     [py-build-drop]="python3 scripts/preload_workloads/build_drop.py"
 )
-order=(c-churn c-prodcons c-larson c-large-reuse py-build-drop)
+order=(c-churn c-prodcons c-larson c-larson-sized c-rptest c-alloc-test c-cache-scratch
+    c-large-reuse py-build-drop)
 
 # results[workload,allocator] = space-separated "seconds:kib" samples
 declare -A results

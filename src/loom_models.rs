@@ -319,3 +319,47 @@ fn a_released_pool_always_wakes_the_sleeping_trimmer() {
         assert_everything_comes_back(class);
     });
 }
+
+/// Model 5: a thread without a cache frees the blocks of a batch one by one
+/// (`central::free_one`), which gather in the loose batch and are parked once they make a
+/// whole batch; meanwhile another thread takes a block and gives it back, and the trimmer
+/// passes twice (returning an idle loose batch to its pools). No block is handed out twice
+/// and everything comes back.
+#[test]
+fn blocks_freed_one_by_one_make_batches() {
+    check("loose batch", || {
+        let class = class_of(8192); // batches of 2, 8 blocks a pool
+        let batch = class.info().batch as u32;
+        assert!(batch >= 2, "the model frees batches of several blocks");
+        let held = Arc::new(Holdings::default());
+        let taken = central::refill(class, batch);
+        let blocks = blocks_of(&taken, class);
+        held.take(&blocks);
+        let freer = {
+            let held = held.clone();
+            spawn(move || {
+                held.give_back(&blocks);
+                for &block in &blocks {
+                    // SAFETY: an out block of the class that we no longer use.
+                    unsafe { central::free_one(class, block as *mut block::Block) };
+                }
+            })
+        };
+        let user = {
+            let held = held.clone();
+            spawn(move || {
+                let taken = central::refill(class, 1);
+                let blocks = blocks_of(&taken, class);
+                held.take(&blocks);
+                held.give_back(&blocks);
+                // SAFETY: out blocks of the class we no longer use.
+                unsafe { central::flush(class, taken) };
+            })
+        };
+        central::trim(class, false);
+        central::trim(class, false);
+        freer.join().unwrap();
+        user.join().unwrap();
+        assert_everything_comes_back(class);
+    });
+}

@@ -17,7 +17,7 @@
 //!
 //! | state        | limits          | what the slow path does                          |
 //! |--------------|-----------------|--------------------------------------------------|
-//! | `Unset`      | all 0           | an allocation sets the thread up (`Active`); a free goes straight to its pool |
+//! | `Unset`      | all 0           | an allocation sets the thread up (`Active`); a free goes to central's loose batch |
 //! | `SettingUp`  | all 0           | (re-entered from set-up) goes straight to central |
 //! | `Active`     | batch..max      | refills and flushes                              |
 //! | `TornDown`   | all 0           | goes straight to central (later TLS destructors, glibc's own exit) |
@@ -337,7 +337,8 @@ unsafe fn refill_and_take(
 /// ran (a detached thread's exit frees cached stacks' TLS through `_dl_deallocate_tls`); a
 /// cache set up then would never be torn down, and the registry would keep a pointer into
 /// the dead thread's TLS. So a thread that has not allocated yet, or that is torn down,
-/// gives its frees straight to their pools; its first allocation sets the cache up.
+/// gives its frees one by one to the central list (its loose batch, shared by all such
+/// threads, so nothing stays with the thread); its first allocation sets the cache up.
 ///
 /// # Safety
 /// `cache` is this thread's cache; the caller hands over `block`, a block of `class`.
@@ -622,16 +623,26 @@ fn alloc_without_cache(class: SizeClass) -> *mut u8 {
     }
 }
 
-/// Returns one block straight to its pool. Not parked in the transfer cache: a one-block
-/// batch there would cost a later refill a lock for one block.
+/// Hands one block to the central list's loose batch (see `central.rs`), which makes whole
+/// batches of such blocks for the refills of other threads; with caching turned off (a
+/// budget of 0), straight to its pool.
 ///
 /// # Safety
 /// `block` is an out block of `class` handed over by the caller.
 unsafe fn free_without_cache(class: SizeClass, block: *mut Block) {
-    let mut batch = Batch::EMPTY;
+    if config::get(Setting::ThreadCacheBytes) == 0 {
+        let mut batch = Batch::EMPTY;
+        // SAFETY: the caller hands the block over.
+        unsafe {
+            batch.push(block);
+            central::return_to_pools(class, batch);
+        }
+        return;
+    }
     // SAFETY: the caller hands the block over.
-    unsafe {
-        batch.push(block);
-        central::return_to_pools(class, batch);
+    if unsafe { central::free_one(class, block) } {
+        // The trimmer may sleep with nothing to do: these blocks are for it to return to
+        // their pools if nobody takes them (one atomic load when it was told already).
+        MEMORY_FREED.notify();
     }
 }

@@ -159,9 +159,11 @@ fn moving_large_reallocs_leave_other_blocks_ours() {
 }
 
 /// Defect 2, as a Rust program can see it: a free never sets a thread cache up. A thread
-/// whose only operations are frees gives its blocks straight back; before the fix its first
-/// free registered a cache (which is what broke when glibc freed after the thread's
-/// destructors had run) and kept the blocks in it.
+/// whose only operations are frees gives its blocks back to the central lists (where other
+/// threads' refills take them); before the fix its first free registered a cache (which is
+/// what broke when glibc freed after the thread's destructors had run) and kept the blocks
+/// in it. So a `trim()` by another thread, which empties the central lists but not other
+/// threads' caches, finds none of them cached while the freeing thread still lives.
 #[test]
 fn a_thread_that_only_frees_keeps_no_cache() {
     // A size no other code of this binary uses, so its class's figures are ours.
@@ -224,6 +226,7 @@ fn a_thread_that_only_frees_keeps_no_cache() {
     while !job.freed.load(Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(1));
     }
+    ebbmalloc::trim();
     let cached = ebbmalloc::stats().classes[class].cached_blocks;
     job.release.store(true, Ordering::Release);
     // SAFETY: our thread, joined once.
