@@ -9,6 +9,8 @@
 //!    exit) while another thread walks the registry for statistics and runs `trim()`;
 //! 4. the background trimmer going to sleep while a pool's release notifies it: the
 //!    wake-up is never lost (a sleeper nobody wakes is a deadlock loom reports).
+//! 5. threads without a cache pushing freed blocks on a class's remote stack, without a
+//!    lock, while a refill and the trimmer take the whole stack under the class lock.
 //!
 //! Loom runs each model many times, once per interleaving it explores (bounded by
 //! `LOOM_MAX_PREEMPTIONS`, 2 when unset); every static of the allocator is made afresh for
@@ -320,35 +322,48 @@ fn a_released_pool_always_wakes_the_sleeping_trimmer() {
     });
 }
 
-/// Model 5: a thread without a cache frees the blocks of a batch one by one
-/// (`central::free_one`), which gather in the loose batch and are parked once they make a
-/// whole batch; meanwhile another thread takes a block and gives it back, and the trimmer
-/// passes twice (returning an idle loose batch to its pools). No block is handed out twice
-/// and everything comes back.
+/// Model 5: two threads without a cache free two blocks each (`central::free_one`), pushing
+/// them on the class's remote stack without a lock, while another thread refills (taking
+/// the stack when no batch is parked: it hands out at most what it asked for and files the
+/// rest, whole batches parked and the remainder as the loose batch) and gives its blocks
+/// back, and the trimmer passes twice (taking the stack, returning an idle loose batch to
+/// its pools). No block is handed out twice, a refill brings at most what it asked for or
+/// a parked batch, and everything comes back.
 #[test]
 fn blocks_freed_one_by_one_make_batches() {
-    check("loose batch", || {
+    check("remote stack", || {
         let class = class_of(8192); // batches of 2, 8 blocks a pool
         let batch = class.info().batch as u32;
         assert!(batch >= 2, "the model frees batches of several blocks");
         let held = Arc::new(Holdings::default());
-        let taken = central::refill(class, batch);
-        let blocks = blocks_of(&taken, class);
+        let mut blocks = Vec::new();
+        for _ in 0..2 {
+            let taken = central::refill(class, batch);
+            blocks.extend(blocks_of(&taken, class));
+        }
         held.take(&blocks);
-        let freer = {
-            let held = held.clone();
-            spawn(move || {
-                held.give_back(&blocks);
-                for &block in &blocks {
-                    // SAFETY: an out block of the class that we no longer use.
-                    unsafe { central::free_one(class, block as *mut block::Block) };
-                }
+        let freers: Vec<_> = blocks
+            .chunks(2)
+            .map(|mine| {
+                let mine = mine.to_vec();
+                let held = held.clone();
+                spawn(move || {
+                    held.give_back(&mine);
+                    for &block in &mine {
+                        // SAFETY: an out block of the class that we no longer use.
+                        unsafe { central::free_one(class, block as *mut block::Block) };
+                    }
+                })
             })
-        };
+            .collect();
         let user = {
             let held = held.clone();
             spawn(move || {
                 let taken = central::refill(class, 1);
+                assert!(
+                    (1..=batch).contains(&taken.count),
+                    "a refill brings one block, or a parked batch"
+                );
                 let blocks = blocks_of(&taken, class);
                 held.take(&blocks);
                 held.give_back(&blocks);
@@ -358,7 +373,9 @@ fn blocks_freed_one_by_one_make_batches() {
         };
         central::trim(class, false);
         central::trim(class, false);
-        freer.join().unwrap();
+        for freer in freers {
+            freer.join().unwrap();
+        }
         user.join().unwrap();
         assert_everything_comes_back(class);
     });

@@ -17,7 +17,7 @@
 //!
 //! | state        | limits          | what the slow path does                          |
 //! |--------------|-----------------|--------------------------------------------------|
-//! | `Unset`      | all 0           | an allocation sets the thread up (`Active`); a free goes to central's loose batch |
+//! | `Unset`      | all 0           | an allocation sets the thread up (`Active`); a free goes to central's remote stack |
 //! | `SettingUp`  | all 0           | (re-entered from set-up) goes straight to central |
 //! | `Active`     | batch..max      | refills and flushes                              |
 //! | `TornDown`   | all 0           | goes straight to central (later TLS destructors, glibc's own exit) |
@@ -337,8 +337,8 @@ unsafe fn refill_and_take(
 /// ran (a detached thread's exit frees cached stacks' TLS through `_dl_deallocate_tls`); a
 /// cache set up then would never be torn down, and the registry would keep a pointer into
 /// the dead thread's TLS. So a thread that has not allocated yet, or that is torn down,
-/// gives its frees one by one to the central list (its loose batch, shared by all such
-/// threads, so nothing stays with the thread); its first allocation sets the cache up.
+/// gives its frees one by one to the central list (the class's remote stack, shared by all
+/// such threads, so nothing stays with the thread); its first allocation sets the cache up.
 ///
 /// # Safety
 /// `cache` is this thread's cache; the caller hands over `block`, a block of `class`.
@@ -623,9 +623,9 @@ fn alloc_without_cache(class: SizeClass) -> *mut u8 {
     }
 }
 
-/// Hands one block to the central list's loose batch (see `central.rs`), which makes whole
-/// batches of such blocks for the refills of other threads; with caching turned off (a
-/// budget of 0), straight to its pool.
+/// Pushes one block on the class's remote stack, without a lock (see `central.rs`): the
+/// central list makes whole batches of such blocks for the refills of other threads; with
+/// caching turned off (a budget of 0), straight to its pool.
 ///
 /// # Safety
 /// `block` is an out block of `class` handed over by the caller.
