@@ -8,7 +8,8 @@
 //!   them; its out bit is set);
 //! - *listed*: free, below `sweep`, on the pool's LIFO free list (`free`, `listed` long);
 //! - *swept*: free, in `sweep..bump`, on no list: its clear out bit is all that says so;
-//! - *uncarved*: never handed out yet, from `bump` to `end`; carving them lazily keeps a
+//! - *uncarved*: never handed out yet, from `bump` to the end of the last whole block
+//!   (`end`, computed from the class); carving them lazily keeps a
 //!   fresh pool's untouched pages out of the process's resident set.
 //!
 //! Invariant: `used + listed + |free blocks in sweep..bump| + (end - bump) / size ==
@@ -74,6 +75,7 @@ const PUT_MISUSE: &str = "double free of";
 const PUT_MISUSE: &str = "corrupted free list at";
 
 /// A pool descriptor. Its fields are this module's; the layers above use the methods.
+/// 48 bytes: the arena header holds one per page (`arena.rs`).
 #[repr(C)]
 pub(crate) struct Pool {
     /// Free blocks below `sweep`, returned to this pool (LIFO).
@@ -82,8 +84,6 @@ pub(crate) struct Pool {
     sweep: *mut u8,
     /// Next uncarved block (the carved high-water mark).
     bump: *mut u8,
-    /// End of the last whole block.
-    end: *mut u8,
     /// Its place in the class's fullness bin.
     links: Links<Pool>,
     /// Blocks out of the pool.
@@ -100,6 +100,8 @@ pub(crate) struct Pool {
     pages: u8,
 }
 
+const _: () = assert!(core::mem::size_of::<Pool>() <= 48);
+
 // SAFETY: `links` is a field of the node itself.
 unsafe impl Linked for Pool {
     fn links(node: *mut Pool) -> *mut Links<Pool> {
@@ -115,7 +117,6 @@ impl Pool {
         self.free = ptr::null_mut();
         self.sweep = start;
         self.bump = start;
-        self.end = start.wrapping_add(info.blocks_per_pool as usize * info.size as usize);
         self.links = Links::new();
         self.used = 0;
         self.listed = 0;
@@ -125,7 +126,7 @@ impl Pool {
         self.pages = info.pool_pages;
         // SAFETY: the pool's pages were just taken for it from its arena: ours, mapped, and
         // with no live block in them.
-        unsafe { sanitizer::fence_off(start, self.end as usize - start as usize) };
+        unsafe { sanitizer::fence_off(start, info.blocks_per_pool as usize * info.size as usize) };
     }
 
     /// Blocks out of the pool (0: it can go back to its arena).
@@ -195,7 +196,8 @@ impl Pool {
             self.listed -= 1;
             taken += 1;
         }
-        let uncarved = (self.end as usize - self.bump as usize) / size;
+        let end = self.start() + class.info().blocks_per_pool as usize * size;
+        let uncarved = (end - self.bump as usize) / size;
         let carve = (want - taken).min(uncarved as u32) as usize;
         if carve > 0 {
             // SAFETY: the `carve` blocks from `bump` are uncarved blocks of this pool.
