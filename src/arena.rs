@@ -154,6 +154,7 @@ pub(crate) fn arena_of(block: *mut u8) -> *mut Arena {
 ///
 /// # Safety
 /// The caller holds the central lock of `class`.
+#[inline]
 pub(crate) unsafe fn pool_of(block: *mut u8, class: SizeClass) -> *mut Pool {
     let arena = arena_of(block);
     let page = layout::page_of(block);

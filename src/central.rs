@@ -397,6 +397,7 @@ impl CentralLists {
     /// # Safety
     /// The class lock is held and the blocks are out blocks of `class`.
     unsafe fn return_to_pools(&mut self, class: SizeClass, mut batch: Batch) {
+        let blocks = class.info().blocks_per_pool as usize;
         loop {
             // SAFETY: the batch is a valid list (caller).
             let block = unsafe { batch.pop(class) };
@@ -407,14 +408,16 @@ impl CentralLists {
             // this class's carved blocks and aborts otherwise.
             unsafe {
                 let pool = arena::pool_of(block as *mut u8, class);
-                let was_exhausted = !(*pool).has_room();
                 (*pool).put(block);
                 self.blocks_out -= 1;
-                if (*pool).used() == 0 {
+                let used = (*pool).used() as usize;
+                let bin = (*pool).bin();
+                if used == 0 {
                     self.unfile(pool);
                     self.pools -= 1;
                     arena::release_pool(pool);
-                } else if was_exhausted || bin_for(pool) != (*pool).bin() {
+                } else if bin == NOT_LISTED || used * FULLNESS_BINS < bin as usize * blocks {
+                    // It was exhausted, or fell below its bin (`used` only went down).
                     self.unfile(pool);
                     self.file(pool);
                 }
@@ -490,6 +493,8 @@ unsafe fn bin_for(pool: *mut Pool) -> u8 {
 mod tests {
     use super::*;
     use crate::arena::{arena_of, carve_pool, pages_in_pools, release_pool};
+    #[cfg(not(feature = "hardened"))]
+    use crate::block::Block;
     use crate::consts::USABLE_PAGES;
 
     #[test]
@@ -517,6 +522,71 @@ mod tests {
             assert_eq!(pages_in_pools(arena_a), used_with_a);
             release_pool(a);
             assert_eq!(pages_in_pools(arena_a), used_with_a - pages);
+        }
+    }
+
+    /// The blocks of a pool, taken as one batch, in the order a thread cache would hand
+    /// them out.
+    ///
+    /// # Safety
+    /// The class lock is held and `pool` is a live pool of `class`.
+    #[cfg(not(feature = "hardened"))]
+    unsafe fn take_all(pool: *mut Pool, class: SizeClass, want: u32) -> Vec<usize> {
+        let mut batch = Batch::EMPTY;
+        // SAFETY: by the caller's promises.
+        unsafe {
+            assert_eq!((*pool).take(want, &mut batch), want);
+            let mut blocks = Vec::new();
+            loop {
+                let block = batch.pop(class);
+                if block.is_null() {
+                    return blocks;
+                }
+                blocks.push(block as usize);
+            }
+        }
+    }
+
+    #[test]
+    #[cfg(not(feature = "hardened"))]
+    fn a_pool_hands_scattered_blocks_back_in_address_order() {
+        // 192-byte blocks (not a power of two), under the class's central lock as the
+        // contract asks; the pool is carved for this test and filed in no bin.
+        let class = SizeClass::from_index(12).unwrap();
+        assert_eq!(class.size(), 192);
+        let blocks = class.info().blocks_per_pool as u32;
+        assert!(blocks >= 8);
+        let _central = central(class).lock();
+        // SAFETY: we hold the class's central lock; every block goes back before the pool
+        // is released.
+        unsafe {
+            let pool = carve_pool(class);
+            assert!(!pool.is_null());
+            let fresh = take_all(pool, class, blocks);
+            assert!(fresh.windows(2).all(|w| w[0] < w[1]), "carved upwards");
+            assert!(!(*pool).has_room());
+            // All but the first come back in a scrambled order (as a dropped hash map
+            // frees them); the first stays out so the pool is not released.
+            let n = fresh.len();
+            let odd_down = (1..n).rev().filter(|j| j % 2 == 1);
+            for j in odd_down.chain((2..n).step_by(2)) {
+                (*pool).put(fresh[j] as *mut Block);
+            }
+            assert_eq!((*pool).used(), 1);
+            let again = take_all(pool, class, blocks - 1);
+            assert_eq!(again, fresh[1..], "handed out again in address order");
+            // Scattered again, in part: a few blocks back, below the sweep.
+            for &j in &[n - 1, 2, n / 2] {
+                (*pool).put(fresh[j] as *mut Block);
+            }
+            let mut some = take_all(pool, class, 3);
+            some.sort_unstable();
+            assert_eq!(some, [fresh[2], fresh[n / 2], fresh[n - 1]]);
+            for &block in &fresh {
+                (*pool).put(block as *mut Block);
+            }
+            assert_eq!((*pool).used(), 0);
+            release_pool(pool);
         }
     }
 }
