@@ -254,11 +254,12 @@ impl Pool {
             let bit = OutBit::of(at);
             // SAFETY: the block is a carved block of this pool; the class lock guards its
             // out bit, and a block whose bit was clear is free and in no list: its first
-            // word is ours to write.
+            // word is ours to write. An out block's bit is only read: C's `free` reads it
+            // without the lock (`layout::class_of_out_block`), and must never see a live
+            // block's bit clear, not even for an instant.
             unsafe {
-                let was_out = bit.clear();
-                bit.set();
-                if !was_out {
+                if !bit.is_set() {
+                    bit.set();
                     let block = at as *mut Block;
                     if tail.is_null() {
                         head = block;

@@ -398,3 +398,64 @@ fn a_zero_cache_budget_caches_nothing() {
         );
     }
 }
+
+/// Issue 13 (found by the `threads` fuzz target in CI): C's `free`, `realloc` and
+/// `malloc_usable_size` recognise a small block by its out bit, read without the class
+/// lock, while refills under the lock sweep over the bits of a pool to find the blocks
+/// that came back (`pool.rs`). The sweep tested a bit by clearing and setting it again,
+/// so for an instant a live block's bit was clear and `malloc_usable_size` on it aborted
+/// with `invalid pointer`. With the thread-cache budget at 0, every free goes to its pool
+/// and every allocation sweeps: live blocks spread through the pools are checked from one
+/// thread while two others churn the same class.
+#[test]
+fn live_blocks_stay_known_while_their_pools_are_swept() {
+    if in_child(
+        "live_blocks_stay_known_while_their_pools_are_swept",
+        &[("EBBMALLOC_THREAD_CACHE_BYTES", "0")],
+    ) {
+        return;
+    }
+    const SIZE: usize = 256;
+    let blocks: Vec<usize> = (0..4096).map(|_| c_abi::malloc(SIZE) as usize).collect();
+    let mut held = Vec::new();
+    for (i, p) in blocks.into_iter().enumerate() {
+        if i % 4 == 0 {
+            held.push(p);
+        } else {
+            // SAFETY: a live block of ours, not used again.
+            unsafe { c_abi::free(p as *mut _) };
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let churners: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut mine = Vec::with_capacity(64);
+                while !stop.load(Ordering::Relaxed) {
+                    mine.extend((0..64).map(|_| c_abi::malloc(SIZE) as usize));
+                    for p in mine.drain(..) {
+                        // SAFETY: a live block of ours, not used again.
+                        unsafe { c_abi::free(p as *mut _) };
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        for &p in &held {
+            // SAFETY: a live block of ours (an invalid one aborts the child).
+            let usable = unsafe { c_abi::malloc_usable_size(p as *mut _) };
+            assert_eq!(usable, SIZE);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for churner in churners {
+        churner.join().unwrap();
+    }
+    for p in held {
+        // SAFETY: a live block of ours, not used again.
+        unsafe { c_abi::free(p as *mut _) };
+    }
+}
