@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include "run_workers.h"
 
 enum { SHORT = 64, MEDIUM = 4096, TABLE = 8192, MAX_THREADS = 64 };
 
@@ -67,13 +67,6 @@ int main(int argc, char **argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 1;
     if (argc > 2) ops = atol(argv[2]);
     if (threads < 1 || threads > MAX_THREADS) threads = 1;
-    pthread_t ids[MAX_THREADS];
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (int t = 0; t < threads; t++) pthread_create(&ids[t], NULL, worker, (void *)(intptr_t)t);
-    for (int t = 0; t < threads; t++) pthread_join(ids[t], NULL);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double seconds = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
-    printf("alloc_test: %d threads, %.2f Mops/s\n", threads, threads * (double)ops / seconds / 1e6);
+    run_workers("alloc_test", threads, ops, worker);
     return 0;
 }

@@ -18,7 +18,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
+#include "run_workers.h"
 
 enum { WINDOW = 4096, CHAIN = 32, MAX_PENDING = 2048, MAX_THREADS = 64 };
 
@@ -135,13 +135,6 @@ int main(int argc, char **argv) {
     if (argc > 2) ops = atol(argv[2]);
     if (threads < 1 || threads > MAX_THREADS) threads = 4;
     for (int t = 0; t < threads; t++) pthread_mutex_init(&mailboxes[t].lock, NULL);
-    pthread_t ids[MAX_THREADS];
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (int t = 0; t < threads; t++) pthread_create(&ids[t], NULL, worker, (void *)(intptr_t)t);
-    for (int t = 0; t < threads; t++) pthread_join(ids[t], NULL);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double seconds = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
-    printf("rptest: %d threads, %.2f Mops/s\n", threads, threads * (double)ops / seconds / 1e6);
+    run_workers("rptest", threads, ops, worker);
     return 0;
 }
