@@ -17,12 +17,14 @@
 //!   stack's head (its link is the block's first word, as in every list: the double-free
 //!   mark in the second word stays). Nothing ever pops a single block: a holder of the
 //!   class lock takes the whole stack with one swap to null, so the stack has no ABA
-//!   problem, and the blocks of a taken stack are the lock holder's alone. A taker counts
-//!   the blocks it took (a walk over their links) and files them with the **loose batch**:
-//!   whole batches are parked like flushed ones (returned to the pools when the transfer
-//!   cache is full), the rest, fewer than a batch, stays as the loose batch. Taking the
-//!   lock for every such free instead cost the consumer 146 instructions a free (`prodcons`
-//!   under `LD_PRELOAD`), and returning each block to its pool 251.
+//!   problem, and the blocks of a taken stack are the lock holder's alone. A taker links
+//!   them behind the **loose batch** (whose last block it remembers) and cuts that list in
+//!   one walk over its links: a refill's share first, then whole batches, parked like
+//!   flushed ones (returned to the pools when the transfer cache is full); the rest, fewer
+//!   than a batch, stays as the loose batch. Taking the lock for every such free instead
+//!   cost the consumer 146 instructions a free (`prodcons` under `LD_PRELOAD`), and
+//!   returning each block to its pool 251; counting the taken blocks in a walk of their
+//!   own before cutting them read every link twice.
 //!
 //! The stack is taken by a refill that finds no parked batch (which hands out at most
 //! `want` of the freed blocks and files the rest), by every trimming pass and by
@@ -83,6 +85,9 @@ struct CentralLists {
     /// Blocks freed one by one by threads without a cache, taken from the remote stack:
     /// fewer than a batch.
     loose: Batch,
+    /// The last block of `loose` (meaningless while it is empty): the next take links the
+    /// remote stack behind it without a walk.
+    loose_tail: *mut Block,
     /// Nobody added to `loose` (from the remote stack) or took it since the last trimming
     /// pass.
     loose_idle: bool,
@@ -103,6 +108,7 @@ const EMPTY_LISTS: CentralLists = CentralLists {
     transfer_low_water: 0,
     transfer_blocks: 0,
     loose: Batch::EMPTY,
+    loose_tail: ptr::null_mut(),
     loose_idle: false,
     bins: [const { List::new() }; FULLNESS_BINS],
     blocks_out: 0,
@@ -145,8 +151,8 @@ fn central(class: SizeClass) -> &'static Mutex<CentralLists> {
 
 /// Up to `want` free blocks of `class` (at least one unless the OS is out of memory): a
 /// parked batch if there is one (whatever its length), else at most `want` of the blocks
-/// freed by threads without a cache (the remote stack and the loose batch; the rest are
-/// filed, see [`CentralLists::file_freed`]), else blocks from the fullest pools, carving a
+/// freed by threads without a cache (the loose batch and the remote stack; the rest are
+/// filed, see [`CentralLists::take_freed`]), else blocks from the fullest pools, carving a
 /// new pool when none has room.
 pub(crate) fn refill(class: SizeClass, want: u32) -> Batch {
     let mut guard = central(class).lock();
@@ -158,16 +164,10 @@ pub(crate) fn refill(class: SizeClass, want: u32) -> Batch {
         lists.transfer_blocks -= batch.count as usize;
         return batch;
     }
-    // SAFETY: we hold the class lock; the freed list's count is its length and its blocks
-    // are out blocks of the class, as `file_freed` asks.
-    unsafe {
-        let mut freed = lists.take_freed(class);
-        if freed.count > 0 {
-            lists.loose_idle = false;
-            let out = freed.split_front(want, class);
-            lists.file_freed(class, freed);
-            return out;
-        }
+    // SAFETY: we hold the class lock.
+    let out = unsafe { lists.take_freed(class, want) };
+    if out.count > 0 {
+        return out;
     }
     let mut out = Batch::EMPTY;
     while out.count < want {
@@ -259,7 +259,7 @@ pub(crate) fn trim(class: SizeClass, everything: bool) -> bool {
     let mut guard = central(class).lock();
     let lists = &mut *guard;
     // SAFETY: we hold the class lock.
-    unsafe { lists.gather_freed(class) };
+    unsafe { lists.take_freed(class, 0) };
     let idle = if everything {
         lists.transfer_len
     } else {
@@ -300,7 +300,7 @@ pub(crate) struct ClassFigures {
 pub(crate) fn figures(class: SizeClass) -> ClassFigures {
     let mut lists = central(class).lock();
     // SAFETY: we hold the class lock.
-    unsafe { lists.gather_freed(class) };
+    unsafe { lists.take_freed(class, 0) };
     ClassFigures {
         blocks_out: lists.blocks_out,
         transfer_blocks: lists.transfer_blocks,
@@ -314,81 +314,57 @@ pub(crate) fn locks_for_fork() -> impl Iterator<Item = &'static RawMutex> {
 }
 
 impl CentralLists {
-    /// The blocks freed by threads without a cache: the remote stack, taken whole, followed
-    /// by the loose batch, as one list with its count. Leaves both empty (and
-    /// `transfer_blocks` without the loose batch).
+    /// Takes the blocks freed by threads without a cache, the loose batch followed by the
+    /// remote stack (taken whole), in one pass over their links: the first `want` of them
+    /// are returned, whole batches of the rest are parked (returned to their pools when the
+    /// transfer cache is full), and what is left, shorter than a batch, becomes the loose
+    /// batch. The loose batch is then no longer idle if the stack held any block or some
+    /// were returned.
     ///
     /// # Safety
     /// The class lock is held.
-    unsafe fn take_freed(&mut self, class: SizeClass) -> Batch {
+    unsafe fn take_freed(&mut self, class: SizeClass, want: u32) -> Batch {
         // Acquire: sees the links of every push before the swap (see the top comment).
-        let head = remote(class).swap(ptr::null_mut(), Ordering::Acquire);
+        let stack = remote(class).swap(ptr::null_mut(), Ordering::Acquire);
+        if stack.is_null() && (want == 0 || self.loose.count == 0) {
+            return Batch::EMPTY;
+        }
         let loose = core::mem::replace(&mut self.loose, Batch::EMPTY);
         self.transfer_blocks -= loose.count as usize;
-        if head.is_null() {
-            return loose;
-        }
-        let mut tail = head;
-        let mut count = 1;
-        // SAFETY: the taken stack is a null-terminated list of free blocks of the class,
-        // linked by `free_one` before it published them, and now ours alone; appending the
-        // loose batch keeps it one list.
+        // SAFETY: the loose batch and the taken stack are null-terminated lists of out
+        // blocks of the class, both ours alone under the lock (the stack's links written
+        // by `free_one` before it published them); linking the stack behind the loose
+        // batch's last block makes them one list, which the cuts below share out.
         unsafe {
-            loop {
-                let next = crate::block::next_of(tail, class);
-                if next.is_null() {
-                    break;
-                }
-                tail = next;
-                count += 1;
-            }
-            crate::block::set_next(tail, loose.head);
-        }
-        Batch {
-            head,
-            count: count + loose.count,
-        }
-    }
-
-    /// Files blocks freed by threads without a cache: whole batches are parked while the
-    /// transfer cache has room (with no room, they and the rest go back to their pools),
-    /// and the rest, shorter than a batch, becomes the loose batch.
-    ///
-    /// # Safety
-    /// The class lock is held, the loose batch is empty, and `freed` is a list of out
-    /// blocks of `class` whose count is its length.
-    unsafe fn file_freed(&mut self, class: SizeClass, mut freed: Batch) {
-        let batch_len = class.info().batch as u32;
-        while freed.count >= batch_len {
-            if self.transfer_len == class.info().transfer_batches as usize {
-                // SAFETY: by the caller's promises.
-                unsafe { self.return_to_pools(class, freed) };
-                return;
-            }
-            // SAFETY: by the caller's promises.
-            let front = unsafe { freed.split_front(batch_len, class) };
-            self.transfer[self.transfer_len] = front;
-            self.transfer_len += 1;
-            self.transfer_blocks += front.count as usize;
-        }
-        self.transfer_blocks += freed.count as usize;
-        self.loose = freed;
-    }
-
-    /// Takes the remote stack and files its blocks with the loose batch; the loose batch is
-    /// then no longer idle if the stack held any.
-    ///
-    /// # Safety
-    /// The class lock is held.
-    unsafe fn gather_freed(&mut self, class: SizeClass) {
-        let loose = self.loose.count;
-        // SAFETY: by the caller's promise; the taken list is what `file_freed` asks for.
-        unsafe {
-            let freed = self.take_freed(class);
-            if freed.count != loose {
+            let mut rest = if loose.count > 0 {
+                crate::block::set_next(self.loose_tail, stack);
+                loose.head
+            } else {
+                stack
+            };
+            let (out, _, after) = cut(rest, want, class);
+            rest = after;
+            if out.count > 0 || !stack.is_null() {
                 self.loose_idle = false;
             }
-            self.file_freed(class, freed);
+            let batch_len = class.info().batch as u32;
+            while !rest.is_null() {
+                let (front, tail, after) = cut(rest, batch_len, class);
+                rest = after;
+                if front.count < batch_len {
+                    // The end of the list: less than a batch.
+                    self.transfer_blocks += front.count as usize;
+                    self.loose = front;
+                    self.loose_tail = tail;
+                } else if self.transfer_len < class.info().transfer_batches as usize {
+                    self.transfer[self.transfer_len] = front;
+                    self.transfer_len += 1;
+                    self.transfer_blocks += front.count as usize;
+                } else {
+                    self.return_to_pools(class, front);
+                }
+            }
+            out
         }
     }
 
@@ -471,6 +447,35 @@ impl CentralLists {
             self.bins[bin as usize].remove(pool);
             (*pool).set_bin(NOT_LISTED);
         }
+    }
+}
+
+/// Cuts the first `n` blocks (all of them if there are fewer) off the null-terminated list
+/// that starts at `head`, reading each of their links once: returns them as a batch, its
+/// last block (null if it is empty) and the rest of the list.
+///
+/// # Safety
+/// `head` is null or a null-terminated list of free blocks of `class`, ours to relink.
+unsafe fn cut(head: *mut Block, n: u32, class: SizeClass) -> (Batch, *mut Block, *mut Block) {
+    if n == 0 || head.is_null() {
+        return (Batch::EMPTY, ptr::null_mut(), head);
+    }
+    let mut tail = head;
+    // SAFETY: every block reached is a free block of the list (caller); the cut leaves two
+    // null-terminated lists.
+    unsafe {
+        for count in 1..n {
+            let next = crate::block::next_of(tail, class);
+            if next.is_null() {
+                return (Batch { head, count }, tail, next);
+            }
+            tail = next;
+        }
+        let next = crate::block::next_of(tail, class);
+        if !next.is_null() {
+            crate::block::set_next(tail, ptr::null_mut());
+        }
+        (Batch { head, count: n }, tail, next)
     }
 }
 
