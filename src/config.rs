@@ -211,15 +211,32 @@ model_static! {
 pub(crate) fn get(setting: Setting) -> u64 {
     let raw = VALUES[setting as usize].load(Ordering::Relaxed);
     if raw == u64::MAX {
-        // Read before set-up (or set-up never ran): the default.
-        parse(
-            &SETTINGS[setting as usize],
-            SETTINGS[setting as usize].default.as_bytes(),
-        )
-        .unwrap_or(0)
+        // Read before set-up (or set-up never ran).
+        default_of(setting)
     } else {
         raw & !SET_BY_PROGRAM
     }
+}
+
+/// The value of a setting once it was read from the environment or set by the program;
+/// `None` before (then [`get`] parses the default), for paths that leave that case to a
+/// call out of line.
+#[inline]
+pub(crate) fn get_if_known(setting: Setting) -> Option<u64> {
+    let raw = VALUES[setting as usize].load(Ordering::Relaxed);
+    (raw != u64::MAX).then_some(raw & !SET_BY_PROGRAM)
+}
+
+/// The default value of a setting, parsed from the table: out of line, so that the callers
+/// of [`get`] on the allocator's paths (a free without a cache) carry no call.
+#[cold]
+#[inline(never)]
+fn default_of(setting: Setting) -> u64 {
+    parse(
+        &SETTINGS[setting as usize],
+        SETTINGS[setting as usize].default.as_bytes(),
+    )
+    .unwrap_or(0)
 }
 
 /// Sets a value from the program; wins over the environment.
