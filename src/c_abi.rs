@@ -83,10 +83,8 @@ pub fn calloc(count: usize, size: usize) -> *mut c_void {
 /// possible and aborts).
 #[inline]
 pub unsafe fn free(ptr: *mut c_void) {
-    if ptr.is_null() {
-        return;
-    }
-    // SAFETY: the caller's promise; the pointer is not null.
+    // Null is told apart after the test for a small block (see `front::free_unsized`).
+    // SAFETY: the caller's promise.
     unsafe { front::free_unsized(ptr as *mut u8) }
 }
 

@@ -16,7 +16,7 @@
 //! chunk; a large mapping as the chunk its block starts in (`ptr & ARENA_MASK`), so that
 //! every lookup, for any pointer, reads the entry of the pointer's own chunk.
 
-use crate::consts::ARENA_SHIFT;
+use crate::consts::{ARENA_SHIFT, GRANULE};
 use crate::sync::unmodelled::{AtomicU8, AtomicUsize};
 use crate::sync::Ordering;
 use core::ptr;
@@ -44,6 +44,12 @@ pub(crate) enum ChunkKind {
 /// The map's bytes, or 0 before first use.
 static MAP: AtomicUsize = AtomicUsize::new(0);
 
+/// The chunks the map covers: 0 until it is mapped, then [`CHUNKS`]. Stored (release) after
+/// `MAP` is, so a lookup that finds its chunk below this bound (acquire) finds the map too:
+/// one comparison tests both that the address is below [`ADDRESS_LIMIT`] and that the map
+/// exists (3 instructions of every C `free`).
+static MAPPED_CHUNKS: AtomicUsize = AtomicUsize::new(0);
+
 /// The map, mapping it on first use; null if the OS refuses.
 fn entries() -> *const AtomicU8 {
     let map = MAP.load(Ordering::Acquire);
@@ -59,14 +65,30 @@ fn map_entries() -> *const AtomicU8 {
     if fresh.is_null() {
         return ptr::null();
     }
-    match MAP.compare_exchange(0, fresh as usize, Ordering::AcqRel, Ordering::Acquire) {
+    let map = match MAP.compare_exchange(0, fresh as usize, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => fresh as *const AtomicU8,
         Err(winner) => {
             // SAFETY: our mapping lost the race and was never published.
             unsafe { crate::os::unmap(fresh, CHUNKS) };
             winner as *const AtomicU8
         }
+    };
+    // After `MAP` (see `MAPPED_CHUNKS`); the winner of the race and the losers store the
+    // same value.
+    MAPPED_CHUNKS.store(CHUNKS, Ordering::Release);
+    map
+}
+
+/// The entry of chunk index `chunk`, or `None` when it is not below the mapped bound.
+#[inline(always)]
+fn entry(chunk: usize) -> Option<u8> {
+    if chunk >= MAPPED_CHUNKS.load(Ordering::Acquire) {
+        return None;
     }
+    // A bound above 0 was stored after the map (see `MAPPED_CHUNKS`).
+    let map = MAP.load(Ordering::Relaxed);
+    // SAFETY: `chunk < CHUNKS`, inside the mapped map.
+    Some(unsafe { (*(map as *const AtomicU8).add(chunk)).load(Ordering::Acquire) })
 }
 
 /// Records that the chunk at `chunk_start` (256 KiB-aligned) is of `kind`.
@@ -102,22 +124,24 @@ pub(crate) fn remove(chunk_start: usize) {
 /// What the chunk that `address` lies in is. Any address may be asked.
 #[inline(always)]
 pub(crate) fn kind_of(address: usize) -> ChunkKind {
-    let chunk = address >> ARENA_SHIFT;
-    if chunk >= CHUNKS {
-        return ChunkKind::Foreign;
-    }
-    let map = MAP.load(Ordering::Acquire);
-    if map == 0 {
-        return ChunkKind::Foreign;
-    }
-    // SAFETY: `chunk < CHUNKS`, inside the mapped map.
-    let entry = unsafe { (*(map as *const AtomicU8).add(chunk)).load(Ordering::Acquire) };
-    match entry {
+    match entry(address >> ARENA_SHIFT).unwrap_or(0) {
         1 => ChunkKind::Arena,
         2 => ChunkKind::Large,
         3 => ChunkKind::LargeAtChunkStart,
         _ => ChunkKind::Foreign,
     }
+}
+
+/// Whether `address` lies in an arena of ours and is a multiple of [`GRANULE`] (where a
+/// block may start): [`kind_of`] and C's `free`'s alignment test with one bound check.
+/// Rotated right by the granule's bits, an address's low bits become its top bits, so that
+/// `rotated >> (ARENA_SHIFT - granule bits)` is the chunk index of an aligned address and
+/// at least `2^46 > CHUNKS` for any other (2 instructions of every C `free`).
+#[inline(always)]
+pub(crate) fn is_aligned_in_arena(address: usize) -> bool {
+    const GRANULE_SHIFT: u32 = GRANULE.trailing_zeros();
+    let chunk = address.rotate_right(GRANULE_SHIFT) >> (ARENA_SHIFT as u32 - GRANULE_SHIFT);
+    entry(chunk) == Some(ChunkKind::Arena as u8)
 }
 
 /// Whether the chunk at `chunk_start` is an arena of ours.
@@ -144,5 +168,43 @@ mod tests {
         assert_eq!(kind_of(chunk), ChunkKind::Foreign);
         assert!(!insert(1 << 47, ChunkKind::Arena));
         assert_eq!(kind_of(usize::MAX), ChunkKind::Foreign);
+        assert!(!super::is_aligned_in_arena(chunk));
+    }
+
+    #[test]
+    fn aligned_addresses_in_arenas_are_told_from_the_rest() {
+        use super::{insert, is_aligned_in_arena, kind_of, remove, ChunkKind, ADDRESS_LIMIT};
+        let chunk = 0x1100_0000_0000; // apart from the test above's chunks
+        assert!(insert(chunk, ChunkKind::Arena));
+        assert!(insert(chunk + (1 << 18), ChunkKind::Large));
+        for offset in [0, 8, 16, 4096, (1 << 18) - 8] {
+            assert!(is_aligned_in_arena(chunk + offset), "{offset}");
+        }
+        for offset in 1..8 {
+            assert!(!is_aligned_in_arena(chunk + offset), "{offset}");
+            assert!(
+                !is_aligned_in_arena(chunk + (1 << 18) - 8 + offset),
+                "{offset}"
+            );
+        }
+        for address in [
+            chunk + (1 << 18),
+            chunk - 8,
+            0,
+            ADDRESS_LIMIT + chunk,
+            usize::MAX - 7,
+        ] {
+            assert!(!is_aligned_in_arena(address), "{address:#x}");
+        }
+        // Every aligned address agrees with `kind_of`.
+        for address in [chunk, chunk + (1 << 18), chunk + (2 << 18)] {
+            assert_eq!(
+                is_aligned_in_arena(address),
+                kind_of(address) == ChunkKind::Arena
+            );
+        }
+        remove(chunk + (1 << 18));
+        remove(chunk);
+        assert!(!is_aligned_in_arena(chunk));
     }
 }

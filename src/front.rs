@@ -94,16 +94,22 @@ pub(crate) unsafe fn dealloc(block: *mut u8, size: usize, align: usize) {
     unsafe { release(block, class) }
 }
 
-/// Frees a pointer of unknown size (C's `free`): finds what it is ([`owner_of`]) and
-/// aborts, naming `free()`, when it is not a live block of ours.
+/// Frees a pointer of unknown size (C's `free`): nothing for null; otherwise finds what it
+/// is ([`owner_of`]) and aborts, naming `free()`, when it is not a live block of ours.
+///
+/// Null takes no test of its own before a small block's: its chunk, the first, is never an
+/// arena (an arena is a mapping of its own at a multiple of 256 KiB, and none is at 0), so
+/// it falls through to [`free_unsized_other`], which returns (2 instructions of every C
+/// `free`).
 ///
 /// # Safety
-/// `block` is not null and, if it is a live block of ours, is not used again.
+/// `block` is null or, if it is a live block of ours, not used again.
 #[inline(always)]
 pub(crate) unsafe fn free_unsized(block: *mut u8) {
-    if chunk_map::kind_of(block as usize) == ChunkKind::Arena {
-        // SAFETY: the chunk map says the chunk is a live arena.
-        if let Some(class) = unsafe { layout::class_of_out_block(block) } {
+    if chunk_map::is_aligned_in_arena(block as usize) {
+        // SAFETY: the chunk map says the chunk is a live arena; the block is aligned to
+        // the granule.
+        if let Some(class) = unsafe { layout::class_of_out_granule(block) } {
             // SAFETY: a block of this class that is out of its pool, which the caller
             // hands back (a second free of a block still cached is caught there).
             return unsafe { thread_cache::free(block, class) };
@@ -113,12 +119,15 @@ pub(crate) unsafe fn free_unsized(block: *mut u8) {
     unsafe { free_unsized_other(block) }
 }
 
-/// The rest of [`free_unsized`]: a large block, or a pointer to reject.
+/// The rest of [`free_unsized`]: null, a large block, or a pointer to reject.
 ///
 /// # Safety
 /// As [`free_unsized`].
 #[inline(never)]
 unsafe fn free_unsized_other(block: *mut u8) {
+    if block.is_null() {
+        return;
+    }
     match owner_of(block) {
         // SAFETY: `owner_of` found a live large block, which the caller hands back.
         Some(Owner::Large) => unsafe { large::free(block) },

@@ -95,3 +95,21 @@ fn sized_delete_takes_blocks_back() {
     // SAFETY: null is a no-op, as for `free`.
     unsafe { c_abi::delete_sized(core::ptr::null_mut(), 8) };
 }
+
+#[test]
+fn free_of_null_does_nothing_and_keeps_errno() {
+    // `free` tells null apart after its test for a small block (its chunk is never an
+    // arena); it must still return quietly, before and after blocks exist, and leave
+    // `errno` alone.
+    // SAFETY: null is always a valid argument of `free`.
+    unsafe {
+        *libc::__errno_location() = libc::EINTR;
+        c_abi::free(core::ptr::null_mut());
+        let block = c_abi::malloc(24);
+        *libc::__errno_location() = libc::EINTR;
+        c_abi::free(core::ptr::null_mut());
+        c_abi::free_sized(core::ptr::null_mut(), 24);
+        assert_eq!(errno(), libc::EINTR);
+        c_abi::free(block);
+    }
+}
