@@ -137,13 +137,14 @@ impl SizeClass {
 
     /// The class `malloc(size)` takes when `size` is at most [`TABLE_MAX`] bytes: that of
     /// `size` (at least 1) at C's fundamental alignment, 8 for up to 8 bytes and 16 above,
-    /// in one table load. `None` for larger sizes (see `front::alloc_for_malloc`).
+    /// in one table load indexed by the size itself. `None` for larger sizes (see
+    /// `front::alloc_for_malloc`).
     #[inline(always)]
     pub(crate) fn for_malloc(size: usize) -> Option<SizeClass> {
         if size <= TABLE_MAX {
-            // SAFETY: `(size + 7) / 8 <= TABLE_MAX / 8` and the table has one more entry.
+            // SAFETY: `size <= TABLE_MAX` and the table has `TABLE_MAX + 1` entries.
             return Some(SizeClass(unsafe {
-                *MALLOC_CLASS_TABLE.get_unchecked((size + 7) >> 3)
+                *MALLOC_CLASS_TABLE.get_unchecked(size)
             }));
         }
         None
@@ -300,28 +301,28 @@ const fn build_all_info() -> [SizeClassInfo; NUM_CLASSES] {
     all
 }
 
-/// [`CLASS_TABLE`] for `malloc`: entry `(size + 7) / 8` is the class of `size` bytes at
-/// C's fundamental alignment (8 for requests of up to 8 bytes, 16 above; see
-/// [`SizeClass::for_malloc`]). Entry 0 is `malloc(0)`'s, the smallest class.
-const fn build_malloc_table() -> [u8; TABLE_MAX / 8 + 1] {
-    let mut table = [0u8; TABLE_MAX / 8 + 1];
-    let mut i = 0;
-    while i < table.len() {
-        // Every size in `(8 * (i - 1), 8 * i]` rounds up to the same multiple of 16 as
-        // `8 * i` does.
-        let size = if i <= 1 {
+/// [`CLASS_TABLE`] for `malloc`: entry `size` is the class of `size` bytes at C's
+/// fundamental alignment (8 for requests of up to 8 bytes, 16 above; see
+/// [`SizeClass::for_malloc`]). Entry 0 is `malloc(0)`'s, the smallest class. A byte per
+/// size (1 KiB) rather than per 8 bytes: `malloc` then indexes it with the size as it
+/// comes, without rounding it to 8-byte steps (2 instructions of every C `malloc`).
+const fn build_malloc_table() -> [u8; TABLE_MAX + 1] {
+    let mut table = [0u8; TABLE_MAX + 1];
+    let mut size = 0;
+    while size < table.len() {
+        let aligned = if size <= 8 {
             8
         } else {
-            (i * 8).next_multiple_of(16)
+            size.next_multiple_of(16)
         };
-        table[i] = class_index_by_arithmetic(size);
-        i += 1;
+        table[size] = class_index_by_arithmetic(aligned);
+        size += 1;
     }
     table
 }
 
 static CLASS_TABLE: [u8; TABLE_MAX / 8 + 1] = build_table();
-static MALLOC_CLASS_TABLE: [u8; TABLE_MAX / 8 + 1] = build_malloc_table();
+static MALLOC_CLASS_TABLE: [u8; TABLE_MAX + 1] = build_malloc_table();
 static CLASS_INFO: [SizeClassInfo; NUM_CLASSES] = build_all_info();
 
 const _: () = assert!(class_size_by_index(NUM_CLASSES - 1) == MAX_CLASS_SIZE);
