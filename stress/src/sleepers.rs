@@ -126,6 +126,19 @@ pub fn report() {
         get(&SLEPT_US) as f64 / 1e6,
         get(&CHECKED_AFTER_SLEEP)
     );
+    // The point of the mode is that the trimmer takes caches from sleeping threads: a run
+    // in which it never did tested nothing of that.
+    let reclaimed = ebbmalloc::stats().caches_reclaimed;
+    println!("  idle thread caches the trimmer took back: {reclaimed}");
+    if sleeps > 0 && reclaimed == 0 {
+        fail::violation(
+            "sleepers",
+            format_args!(
+                "{sleeps} sleeps, but the trimmer took no sleeping thread's cache \
+                 (does the kernel refuse membarrier?)"
+            ),
+        );
+    }
 }
 
 fn keep(shared: &Arc<Shared>, serial: u64) {
