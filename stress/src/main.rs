@@ -20,7 +20,7 @@
 //! | `lifecycle`     | defaults                                          | soak, lifecycle        |
 //! | `aggressive`    | decay 0, trim interval 1 ms, no retained arenas   | soak, large, lifecycle |
 //! | `no-cache`      | thread-cache budget 0, no retained arenas         | soak, large, lifecycle |
-//! | `no-background` | no background thread, trim interval 1 ms, decay 0 | soak, large, lifecycle |
+//! | `no-background` | no background thread, trim interval 1 ms, decay 0 | soak, large, lifecycle, sleepers |
 //! | `idle-reclaim`  | trim interval 1 ms, decay 0                       | soak, sleepers         |
 //!
 //! The soak is the workers above (`worker.rs`, `tester.rs`); `large.rs` moves, caches and

@@ -118,8 +118,9 @@ pub static MODES: [Mode; 7] = [
     },
     Mode {
         name: "no-background",
-        about: "the soak, large and lifecycle, with no background thread (the slow paths \
-                trim), a 1 ms trim interval and decay 0",
+        about: "the soak, large, lifecycle and sleepers, with no background thread (the \
+                slow paths trim, and take back sleeping threads' caches), a 1 ms trim \
+                interval and decay 0",
         settings: &[
             Setting {
                 env: BACKGROUND_THREAD,
@@ -136,7 +137,7 @@ pub static MODES: [Mode; 7] = [
         ],
         large: true,
         lifecycle: true,
-        sleepers: false,
+        sleepers: true,
     },
     Mode {
         name: "idle-reclaim",
