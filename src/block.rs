@@ -173,14 +173,31 @@ fn mark_word(block: *mut u8) -> *mut usize {
 #[cfg(not(feature = "hardened"))]
 #[inline(always)]
 pub(crate) unsafe fn mark_freed(block: *mut u8, mark: usize) {
+    // SAFETY: by the caller's promise.
+    if !unsafe { try_mark_freed(block, mark) } {
+        double_free(block);
+    }
+}
+
+/// Marks a block that the program frees with `mark`, as [`mark_freed`] does, unless it holds
+/// the mark already: then returns false and leaves the report to the caller (the thread
+/// cache's fast path sends it to its slow path, whose [`mark_freed`] makes it, so the fast
+/// path has one way out, a jump).
+///
+/// # Safety
+/// As [`mark_freed`].
+#[cfg(not(feature = "hardened"))]
+#[inline(always)]
+pub(crate) unsafe fn try_mark_freed(block: *mut u8, mark: usize) -> bool {
     let word = mark_word(block);
     // SAFETY: by the caller's promise.
     unsafe {
         if *word == mark {
-            double_free(block);
+            return false;
         }
         *word = mark;
     }
+    true
 }
 
 /// Aborts with `message` if `block` holds the double-free mark: a block given to `realloc`

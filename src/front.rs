@@ -60,7 +60,7 @@ fn alloc_large(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     if block.is_null() {
         os::set_errno_out_of_memory();
     }
-    trim::tick_large();
+    trim::tick_large(thread_cache::reclaim_idle_caches);
     block
 }
 
@@ -222,7 +222,7 @@ unsafe fn resize(
             if moved.is_null() {
                 os::set_errno_out_of_memory();
             }
-            trim::tick_large();
+            trim::tick_large(thread_cache::reclaim_idle_caches);
             return moved;
         }
         _ => {}
@@ -335,5 +335,5 @@ pub(crate) fn allow_background_thread() {
 /// cached blocks go back first, then a full trimming pass runs. Returns the bytes released.
 pub(crate) fn trim_now() -> usize {
     thread_cache::flush_this_thread();
-    trim::trim_now()
+    trim::trim_now(thread_cache::reclaim_idle_caches)
 }

@@ -147,7 +147,8 @@ extern "C" fn on_thread_exit(_value: *mut core::ffi::c_void) {
 /// some:
 ///
 /// 1. the trimming pass (a pass takes class locks, then the arena and mapping-cache locks);
-/// 2. the thread-cache registry (held alone);
+/// 2. the thread-cache registry (a pass holds it while it flushes idle threads' caches to
+///    the class locks, see `thread_cache.rs`);
 /// 3. the class locks, in class order (a refill holds its class lock while it carves a
 ///    pool from the arenas);
 /// 4. the arena lock;
@@ -181,4 +182,5 @@ extern "C" fn after_fork_in_child() {
     each_lock(RawMutex::reset_in_child);
     thread_cache::forget_other_threads_after_fork();
     trim::forget_background_thread_after_fork();
+    crate::sync::forget_membarrier_after_fork();
 }

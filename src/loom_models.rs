@@ -11,6 +11,8 @@
 //!    wake-up is never lost (a sleeper nobody wakes is a deadlock loom reports).
 //! 5. threads without a cache pushing freed blocks on a class's remote stack, without a
 //!    lock, while a refill and the trimmer take the whole stack under the class lock.
+//! 6. the trimmer taking a thread's cache without the owner's help (the asymmetric
+//!    handshake of `thread_cache.rs`) while the owner allocates and frees through it.
 //!
 //! Loom runs each model many times, once per interleaving it explores (bounded by
 //! `LOOM_MAX_PREEMPTIONS`, 2 when unset); every static of the allocator is made afresh for
@@ -28,7 +30,7 @@ use crate::config::{self, Purge, Setting};
 use crate::consts::{ARENA_MASK, USABLE_PAGES};
 use crate::size_class::SizeClass;
 use crate::sync::MEMORY_FREED;
-use crate::{arena, central, chunk_map, front, lifecycle, os, thread_cache};
+use crate::{arena, central, chunk_map, lifecycle, os, thread_cache, trim};
 use loom::thread;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -259,7 +261,8 @@ fn the_trimmer_never_takes_an_arena_in_use() {
 
 /// Model 3: two threads each set up their cache (registering it), allocate two blocks,
 /// free them and tear the cache down as at thread exit; meanwhile another thread sums the
-/// cached blocks over the registry (statistics) and runs `trim()`'s full pass.
+/// cached blocks over the registry (statistics) and runs `trim()`'s full pass (all but its
+/// taking of other threads' caches, model 6's subject).
 #[test]
 fn thread_caches_register_and_tear_down_while_the_registry_is_walked() {
     check("registry and teardown", || {
@@ -285,7 +288,10 @@ fn thread_caches_register_and_tear_down_while_the_registry_is_walked() {
             .collect();
         let max_cached = class.info().max_cached as usize;
         assert!(thread_cache::cached_blocks(class) <= 2 * max_cached);
-        front::trim_now();
+        // `trim()`, but without taking the other threads' caches, which is model 6's
+        // subject (with it, this model's interleavings grow past what CI can run).
+        thread_cache::flush_this_thread();
+        trim::trim_now(|_, _| false);
         for thread in threads {
             thread.join().unwrap();
         }
@@ -377,6 +383,60 @@ fn blocks_freed_one_by_one_make_batches() {
             freer.join().unwrap();
         }
         user.join().unwrap();
+        assert_everything_comes_back(class);
+    });
+}
+
+/// Model 6 (issue 14): the trimmer takes a thread's cache without the owner's help, while
+/// the owner sets its cache up, allocates, frees into it and allocates again (the cached
+/// block, or a refill after the trimmer took it), then tears it down. The trimmer asks for
+/// every cache (as `trim()` does) twice, at whatever point loom puts it: it raises the
+/// floors, runs the heavy side of the asymmetric fence and takes the lists only of an owner
+/// outside an operation. No block is handed out twice or changed under its holder, the
+/// cache's count stays equal to its list, and everything comes back.
+#[test]
+fn the_trimmer_takes_a_cache_only_from_an_owner_outside_it() {
+    check("idle cache reclaim", || {
+        let class = class_of(8192); // batches of 2, 8 blocks a pool
+        let size = class.size();
+        let held = Arc::new(Holdings::default());
+        let owner = {
+            let held = held.clone();
+            spawn(move || {
+                let alloc = || thread_cache::alloc(class, lifecycle::register_thread) as usize;
+                let (a, b) = (alloc(), alloc());
+                assert!(a != 0 && b != 0);
+                held.take(&[a, b]);
+                // SAFETY: blocks of the class that we hold.
+                unsafe {
+                    stamp(b, size, 0xb);
+                    held.give_back(&[a]);
+                    thread_cache::free(a as *mut u8, class);
+                }
+                let c = alloc();
+                assert!(c != 0);
+                held.take(&[c]);
+                // SAFETY: blocks of the class that we hold.
+                unsafe {
+                    stamp(c, size, 0xc);
+                    assert!(has_stamp(b, size, 0xb), "a held block changed under us");
+                    assert!(has_stamp(c, size, 0xc), "a held block changed under us");
+                    held.give_back(&[b, c]);
+                    thread_cache::free(b as *mut u8, class);
+                    thread_cache::free(c as *mut u8, class);
+                }
+                let cached = thread_cache::cached_blocks(class);
+                assert!(
+                    cached <= 3,
+                    "{cached} blocks cached: count and list disagree"
+                );
+                thread_cache::tear_down_this_thread();
+            })
+        };
+        thread_cache::reclaim_idle_caches(1, true);
+        thread_cache::reclaim_idle_caches(2, true);
+        owner.join().unwrap();
+        assert_eq!(thread_cache::cached_blocks(class), 0);
         assert_everything_comes_back(class);
     });
 }

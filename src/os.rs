@@ -332,6 +332,34 @@ pub(crate) fn futex_wait(
     });
 }
 
+/// `membarrier(2)` commands (linux/membarrier.h).
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
+
+/// Registers the process for [`membarrier_private_expedited`]; false where the kernel
+/// refuses (before Linux 4.14, or a sandbox that filters the call). A registration is the
+/// address space's: a forked child registers again.
+pub(crate) fn register_membarrier() -> bool {
+    // SAFETY: membarrier takes no pointers; a failure only sets errno, which is put back.
+    keeping_errno(|| unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+            0,
+        ) == 0
+    })
+}
+
+/// Makes every running thread of the process execute a full memory barrier before this
+/// returns (an inter-processor interrupt to each CPU that runs one; a thread that is not
+/// running passed one when it was switched out). False if the kernel refused.
+pub(crate) fn membarrier_private_expedited() -> bool {
+    // SAFETY: as in `register_membarrier`.
+    keeping_errno(|| unsafe {
+        libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0
+    })
+}
+
 /// Wakes one thread sleeping in [`futex_wait`] on `word`, if any.
 #[cfg(not(loom))]
 pub(crate) fn futex_wake_one(word: &core::sync::atomic::AtomicU32) {
@@ -418,18 +446,20 @@ pub(crate) fn hook_process_exit(hook: extern "C" fn()) {
     });
 }
 
-/// Starts a detached thread named `name` running `main` on a stack of `stack_bytes`, with
+/// Starts a detached thread running `main(argument)` on a stack of `stack_bytes`, with
 /// every signal blocked in it, so that it never takes a signal meant for the program (a
 /// server that blocks SIGTERM in all of *its* threads to take it with `sigwait` would
 /// otherwise see it run a handler on our thread, or die of it). The caller's signal mask is
 /// restored at once. glibc maps the new stack itself. False if the thread could not start.
 pub(crate) fn start_background_thread(
     main: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void,
+    argument: *mut libc::c_void,
     stack_bytes: usize,
 ) -> bool {
     // SAFETY: plain pthread calls on signal sets, attributes and a thread handle we own;
-    // the thread function is `extern "C"` and takes no argument (a new thread inherits
-    // its creator's mask, hence blocking everything around the create).
+    // the thread function is `extern "C"` and takes `argument`, which pthread only passes
+    // on (a new thread inherits its creator's mask, hence blocking everything around the
+    // create).
     keeping_errno(|| unsafe {
         let mut all_signals: libc::sigset_t = core::mem::zeroed();
         let mut creator_mask: libc::sigset_t = core::mem::zeroed();
@@ -440,7 +470,7 @@ pub(crate) fn start_background_thread(
         libc::pthread_attr_init(&mut attr);
         libc::pthread_attr_setstacksize(&mut attr, stack_bytes);
         libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
-        let rc = libc::pthread_create(&mut thread, &attr, main, ptr::null_mut());
+        let rc = libc::pthread_create(&mut thread, &attr, main, argument);
         libc::pthread_attr_destroy(&mut attr);
         libc::pthread_sigmask(libc::SIG_SETMASK, &creator_mask, ptr::null_mut());
         rc == 0

@@ -67,6 +67,8 @@ pub struct Stats {
     pub trimmed_bytes: u64,
     /// Trimming passes since the start.
     pub trim_passes: u64,
+    /// Thread caches the trimmer took back from idle (sleeping) threads since the start.
+    pub caches_reclaimed: u64,
     /// Per size class, smallest first.
     pub classes: [ClassStats; CLASS_COUNT],
 }
@@ -86,6 +88,7 @@ impl Default for Stats {
             large_cached_bytes: 0,
             trimmed_bytes: 0,
             trim_passes: 0,
+            caches_reclaimed: 0,
             classes: [ClassStats::default(); CLASS_COUNT],
         }
     }
@@ -127,6 +130,7 @@ pub fn stats() -> Stats {
     stats.large_cached_bytes = large_cached;
     stats.trimmed_bytes = trimmed;
     stats.trim_passes = passes;
+    stats.caches_reclaimed = thread_cache::caches_reclaimed();
     stats
 }
 
@@ -164,9 +168,10 @@ pub fn print_stats() {
         mib(s.large_cached_bytes)
     ));
     print_line(format_args!(
-        "  trimming   {} passes, {:.2} MiB released\n",
+        "  trimming   {} passes, {:.2} MiB released, {} idle caches reclaimed\n",
         s.trim_passes,
-        s.trimmed_bytes as f64 / (1 << 20) as f64
+        s.trimmed_bytes as f64 / (1 << 20) as f64,
+        s.caches_reclaimed
     ));
     print_line(format_args!(
         "  {:>8} {:>12} {:>12} {:>8}\n",

@@ -387,3 +387,83 @@ impl Futex {
         self.wake_up.notify_one();
     }
 }
+
+/// An asymmetric fence pair, for a handshake between a thread that runs often and must stay
+/// cheap and one that runs rarely (the thread caches' owners and the trimmer, see
+/// `thread_cache.rs`), as in user-space RCU and folly's `asymmetric_thread_fence_*`: the
+/// frequent side's [`light_fence`] costs nothing at run time (it only stops the compiler
+/// from moving memory accesses across it); the rare side's [`heavy_fence`] makes every
+/// running thread of the process execute a full barrier (`membarrier(2)`,
+/// `MEMBARRIER_CMD_PRIVATE_EXPEDITED`). Between the two, any pair "store A; light fence;
+/// load B" and "store B; heavy fence; load A" sees at least one of the stores, as with two
+/// full fences: the light side's load either ran before the barrier forced on its CPU, and
+/// then its store was visible before `heavy_fence` returned, or after it, and then it sees
+/// the heavy side's store.
+///
+/// Under loom both sides are a read-modify-write of one shared word: the two are ordered in
+/// its modification order, and the later one acquires what the earlier one released,
+/// which is exactly the guarantee above.
+#[inline(always)]
+pub(crate) fn light_fence() {
+    #[cfg(not(loom))]
+    core::sync::atomic::compiler_fence(Ordering::SeqCst);
+    #[cfg(loom)]
+    ASYMMETRIC_FENCE.fetch_add(0, Ordering::AcqRel);
+}
+
+/// The heavy side of the asymmetric fence (see [`light_fence`]): false when the kernel has
+/// no `membarrier` for us (then nothing was ordered, and the caller must not rely on it).
+/// The process registers at the first call, again after a fork.
+pub(crate) fn heavy_fence() -> bool {
+    #[cfg(not(loom))]
+    {
+        match MEMBARRIER.load(Ordering::Relaxed) {
+            MEMBARRIER_REFUSED => return false,
+            MEMBARRIER_REGISTERED => {}
+            _ => {
+                let registered = crate::os::register_membarrier();
+                MEMBARRIER.store(
+                    if registered {
+                        MEMBARRIER_REGISTERED
+                    } else {
+                        MEMBARRIER_REFUSED
+                    },
+                    Ordering::Relaxed,
+                );
+                if !registered {
+                    return false;
+                }
+            }
+        }
+        crate::os::membarrier_private_expedited()
+    }
+    #[cfg(loom)]
+    {
+        ASYMMETRIC_FENCE.fetch_add(0, Ordering::AcqRel);
+        true
+    }
+}
+
+/// Fork support, in the child: the `membarrier` registration belonged to the parent's
+/// address space.
+pub(crate) fn forget_membarrier_after_fork() {
+    #[cfg(not(loom))]
+    MEMBARRIER.store(MEMBARRIER_UNKNOWN, Ordering::Relaxed);
+}
+
+#[cfg(not(loom))]
+const MEMBARRIER_UNKNOWN: u32 = 0;
+#[cfg(not(loom))]
+const MEMBARRIER_REGISTERED: u32 = 1;
+#[cfg(not(loom))]
+const MEMBARRIER_REFUSED: u32 = 2;
+
+/// Whether this process is registered for `membarrier` (see [`heavy_fence`]).
+#[cfg(not(loom))]
+static MEMBARRIER: AtomicU32 = AtomicU32::new(MEMBARRIER_UNKNOWN);
+
+#[cfg(loom)]
+loom::lazy_static! {
+    /// The word both sides of the asymmetric fence update under loom.
+    static ref ASYMMETRIC_FENCE: AtomicU32 = AtomicU32::new(0);
+}

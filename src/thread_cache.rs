@@ -34,15 +34,49 @@
 //! path and, for every class that did not run dry since the last time (its low-water mark
 //! stayed above zero, so the blocks below it were not needed), flushes half of its blocks
 //! and halves its limit (not below a batch). A class in use keeps its blocks; an idle one
-//! shrinks geometrically. A thread that is parked never reaches a slow path, so what it
-//! keeps is bounded by its byte budget.
+//! shrinks geometrically.
+//!
+//! **Reclaiming a sleeping thread's cache.** A parked thread never reaches a slow path, so
+//! the trimmer takes its blocks itself ([`reclaim_idle_caches`]): a cache whose owner
+//! reached no slow path through a whole trimming interval is idle, and its lists go back
+//! to the central lists (its limits back to one batch). The trimmer and the owner agree
+//! through an asymmetric handshake (`sync::light_fence`/`sync::heavy_fence`, the
+//! `membarrier` system call), with no atomic read-modify-write and no fence on the fast
+//! path:
+//!
+//! - the owner sets `in_operation` (a plain store) before it touches its bins and clears
+//!   it after (a release store); in between, the fast path compares the list head (alloc)
+//!   or the room left (free) with a *floor* the trimmer sets, instead of with zero, so the
+//!   trimmer's request costs the fast path no instruction of its own (a memory operand in
+//!   the compare it makes anyway, and one compare in `free` where a sign test did);
+//! - the trimmer, holding the registry lock, raises the floors of the caches it wants
+//!   (every fast path then misses), runs one `membarrier` for all of them, and then reads
+//!   `in_operation`: an owner that is inside is left alone (floors lowered again), an owner
+//!   that is outside has its lists taken, and any operation it starts now sees the raised
+//!   floor and goes to its slow path, which waits on the registry lock until the trimmer
+//!   is done, and then lowers the floors itself. The trimmer must not lower them after
+//!   taking the lists: an owner may have read its list head before the trimmer took it and
+//!   be about to read the floor (loom model 6 found that block handed out twice);
+//! - `membarrier` is what makes "the owner stored `in_operation`, then loaded the floor"
+//!   and "the trimmer stored the floor, then loaded `in_operation`" see at least one of
+//!   the two stores, without a fence on the owner's side (see `sync.rs`).
+//!
+//! Why this design and not per-CPU caches with `rseq` (tcmalloc's): it keeps the thread
+//! caches, their adaptive limits and their double-free mark as they are, costs the 64-byte
+//! pair five instructions, and falls back to owner-only trimming where the kernel has no
+//! `membarrier` (then parked threads keep their caches, bounded by the byte budget, as
+//! before). Per-CPU caches would have needed every fast path rewritten as an `rseq`
+//! critical section in assembly.
 
 use crate::block::{next_of, set_next, Batch, Block};
 use crate::central;
 use crate::config::{self, Setting};
 use crate::list::{Linked, Links, List};
 use crate::size_class::{SizeClass, NUM_CLASSES};
-use crate::sync::{model_static, AtomicI32, AtomicU32, Mutex, Ordering, RawMutex, MEMORY_FREED};
+use crate::sync::{
+    heavy_fence, light_fence, model_static, AtomicBool, AtomicI32, AtomicU32, AtomicU64,
+    AtomicUsize, Mutex, Ordering, RawMutex, MEMORY_FREED,
+};
 use crate::{sanitizer, tls, trim};
 use core::ptr;
 
@@ -50,6 +84,8 @@ model_static! {
     /// The registry of active caches, for statistics and the fork handlers. A thread
     /// unregisters before its cache goes away, so under the lock every listed cache lives.
     static REGISTRY: Mutex<List<ThreadCache>> = Mutex::new(List::new());
+    /// Caches whose lists the trimmer took (for the statistics).
+    static RECLAIMED: AtomicU64 = AtomicU64::new(0);
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -65,14 +101,14 @@ enum State {
 /// One class of a thread cache.
 ///
 /// The bin keeps `room == limit - |list|` rather than the list's length: a free then
-/// decrements one word and branches on its sign, with no compare against the limit (three
-/// instructions fewer on every free, which pays for the double-free mark). Both counters
-/// are written only by the owner (plain loads and stores) and read by statistics.
+/// compares one word less one with the floor (0 unless the trimmer asks), with no load of
+/// the limit. Both counters are written only by the owner (plain loads and stores; by the
+/// trimmer when the owner is outside, see the top comment) and read by statistics.
 #[repr(C)]
 struct Bin {
     head: *mut Block,
-    /// Blocks the list may still take; `>= 0` between operations (a free that finds it at
-    /// 0 leaves it at -1 for the slow path, which puts it back first).
+    /// Blocks the list may still take; `>= 0` (a free that finds it at 0 goes to the slow
+    /// path without writing it).
     room: AtomicI32,
     limit: AtomicU32,
     /// The list ran dry since the last idle-block check.
@@ -108,9 +144,21 @@ impl Bin {
     }
 }
 
-/// A thread's cache.
+/// A thread's cache. `repr(C)`, bins first: a bin's address is then the cache's plus the
+/// scaled index, with no further offset on the fast paths.
+#[repr(C)]
 pub(crate) struct ThreadCache {
     bins: [Bin; NUM_CLASSES],
+    /// The owner is operating on its bins (see "Reclaiming a sleeping thread's cache").
+    in_operation: AtomicBool,
+    /// The allocation fast path takes the head only if it is above this: 0, or
+    /// `usize::MAX` while the trimmer wants the cache.
+    alloc_floor: AtomicUsize,
+    /// The free fast path pushes only if the room left is at least this: 0, or `i32::MAX`
+    /// while the trimmer wants the cache.
+    free_floor: AtomicI32,
+    /// The trimmer asked for this cache in the pass under way (under the registry lock).
+    asked: bool,
     state: State,
     limit_bytes: usize,
     byte_budget: usize,
@@ -118,7 +166,9 @@ pub(crate) struct ThreadCache {
     /// fast path reads it beside the bins rather than through the GOT.
     #[cfg(not(feature = "hardened"))]
     free_mark: usize,
-    seen_epoch: u32,
+    /// The trimming epoch at the owner's latest slow path (read by the trimmer to tell an
+    /// idle cache).
+    seen_epoch: AtomicU32,
     /// Its place in the registry (while active).
     links: Links<ThreadCache>,
 }
@@ -156,12 +206,16 @@ fn this_thread() -> *mut ThreadCache {
                 limit: AtomicU32::new(0),
                 went_empty: false,
             }),
+            in_operation: AtomicBool::new(false),
+            alloc_floor: AtomicUsize::new(0),
+            free_floor: AtomicI32::new(0),
+            asked: false,
             state: State::Unset,
             limit_bytes: 0,
             byte_budget: 0,
             #[cfg(not(feature = "hardened"))]
             free_mark: 0,
-            seen_epoch: 0,
+            seen_epoch: AtomicU32::new(0),
             links: Links::new(),
         });
     }
@@ -208,23 +262,75 @@ pub(crate) fn alloc(class: SizeClass, register_thread: impl FnOnce() -> bool) ->
     block
 }
 
+/// Goes on if the trimmer's floor of `$cache` lets `$value` pass (`alloc:` a list head
+/// above `alloc_floor`; `free:` room left at least `free_floor`), else evaluates `$slow`,
+/// which leaves the function. The floor is read with acquire ordering (a floor the trimmer
+/// lowered again brings the lists it left).
+///
+/// On x86_64 the compare reads the floor itself, as a memory operand: LLVM never folds an
+/// atomic load into an operand, and the separate load cost the 64-byte pair three
+/// instructions. An aligned read by an x86 instruction is an acquire load; the assembly
+/// block counts as a call to a function that makes one, and reads nothing else.
+macro_rules! pass_floor_or {
+    (alloc: $value:expr, $cache:expr, $slow:expr) => {
+        #[cfg(all(target_arch = "x86_64", not(loom)))]
+        core::arch::asm!(
+            "cmp {value}, qword ptr [{cache} + {offset}]",
+            "jbe {slow}",
+            value = in(reg) $value as usize,
+            cache = in(reg) $cache,
+            offset = const core::mem::offset_of!(ThreadCache, alloc_floor),
+            slow = label { $slow },
+            options(nostack, readonly),
+        );
+        // (`$slow` carries its own `unsafe`, needed in the label block only.)
+        #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+        #[allow(unused_unsafe)]
+        if $value as usize <= (*$cache).alloc_floor.load(Ordering::Acquire) {
+            $slow
+        }
+    };
+    (free: $value:expr, $cache:expr, $slow:expr) => {
+        #[cfg(all(target_arch = "x86_64", not(loom)))]
+        core::arch::asm!(
+            "cmp {value:e}, dword ptr [{cache} + {offset}]",
+            "jl {slow}",
+            value = in(reg) $value,
+            cache = in(reg) $cache,
+            offset = const core::mem::offset_of!(ThreadCache, free_floor),
+            slow = label { $slow },
+            options(nostack, readonly),
+        );
+        #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+        #[allow(unused_unsafe)]
+        if $value < (*$cache).free_floor.load(Ordering::Acquire) {
+            $slow
+        }
+    };
+}
+
 #[inline(always)]
 fn alloc_unchecked(class: SizeClass, register_thread: impl FnOnce() -> bool) -> *mut u8 {
     let cache = this_thread();
     // SAFETY: the cache is this thread's; a non-null head is a free block of the class.
     unsafe {
+        enter(cache);
         let bin = bin(cache, class);
         let block = (*bin).head;
-        if !block.is_null() {
-            (*bin).head = next_of(block, class);
-            let room = (*bin).room.load(Ordering::Relaxed);
-            (*bin).room.store(room + 1, Ordering::Relaxed);
-            sanitizer::handed_out(block as *mut u8, class.size(), false);
-            #[cfg(not(feature = "hardened"))]
-            crate::block::clear_mark(block as *mut u8);
-            return block as *mut u8;
-        }
-        alloc_slow(cache, class, register_thread)
+        pass_floor_or!(
+            alloc: block,
+            cache,
+            // SAFETY: the cache is ours (a label block does not inherit `unsafe`).
+            return unsafe { alloc_slow(cache, class, register_thread) }
+        );
+        (*bin).head = next_of(block, class);
+        let room = (*bin).room.load(Ordering::Relaxed);
+        (*bin).room.store(room + 1, Ordering::Relaxed);
+        leave(cache);
+        sanitizer::handed_out(block as *mut u8, class.size(), false);
+        #[cfg(not(feature = "hardened"))]
+        crate::block::clear_mark(block as *mut u8);
+        block as *mut u8
     }
 }
 
@@ -243,28 +349,37 @@ pub(crate) unsafe fn free(block: *mut u8, class: SizeClass) {
     let block = block as *mut Block;
     // SAFETY: the cache is this thread's; the caller hands the block over.
     unsafe {
+        enter(cache);
         let bin = bin(cache, class);
-        // Decremented before the test (one `dec` on memory, then a branch on its sign); a
-        // full bin's slow path puts the unit back.
+        // Nothing of the bin is written before the floor is passed: until then the trimmer
+        // may be taking the lists (loom model 6 found a count taken one short).
         let room = (*bin).room.load(Ordering::Relaxed) - 1;
-        (*bin).room.store(room, Ordering::Relaxed);
-        if room >= 0 {
-            // Room means an active cache, whose copy of the mark is set.
-            // The mark is written while the block is still the program's, before the
-            // sanitizers are told it is ours.
-            #[cfg(not(feature = "hardened"))]
-            crate::block::mark_freed(block as *mut u8, (*cache).free_mark);
-            sanitizer::taken_back(block as *mut u8, class.size());
-            set_next(block, (*bin).head);
-            (*bin).head = block;
-            return;
+        pass_floor_or!(
+            free: room,
+            cache,
+            // SAFETY: the cache is ours, the block is handed over (a label block does not
+            // inherit `unsafe`).
+            return unsafe { free_slow(cache, class, block) }
+        );
+        // Room means an active cache, whose copy of the mark is set.
+        // The mark is written while the block is still the program's, before the
+        // sanitizers are told it is ours; a block marked already is a double free, which
+        // the slow path reports.
+        #[cfg(not(feature = "hardened"))]
+        if !crate::block::try_mark_freed(block as *mut u8, (*cache).free_mark) {
+            return free_slow(cache, class, block);
         }
-        free_slow(cache, class, block);
+        (*bin).room.store(room, Ordering::Relaxed);
+        sanitizer::taken_back(block as *mut u8, class.size());
+        set_next(block, (*bin).head);
+        (*bin).head = block;
+        leave(cache);
     }
 }
 
 /// A miss: a block from the central list, handed out; null, with `ENOMEM` in `errno`, when
-/// memory is exhausted.
+/// memory is exhausted. (Or the trimmer's floor, see the top comment: then the list may
+/// still hold blocks.) Entered inside an operation, which it ends.
 ///
 /// # Safety
 /// `cache` is this thread's cache.
@@ -275,8 +390,28 @@ unsafe fn alloc_slow(
     class: SizeClass,
     register_thread: impl FnOnce() -> bool,
 ) -> *mut u8 {
-    // SAFETY: by the caller's promise.
-    let block = unsafe { refill_and_take(cache, class, register_thread) };
+    // SAFETY: by the caller's promise; a non-null head is a free block of the class.
+    let (block, active) = unsafe {
+        wait_while_reclaimed(cache);
+        let bin = bin(cache, class);
+        let block = if (*bin).head.is_null() {
+            refill_and_take(cache, class, register_thread)
+        } else {
+            // Sent here by a floor the trimmer has lowered again (it found us busy).
+            let block = (*bin).head;
+            (*bin).head = next_of(block, class);
+            let room = (*bin).room.load(Ordering::Relaxed);
+            (*bin).room.store(room + 1, Ordering::Relaxed);
+            block as *mut u8
+        };
+        let active = (*cache).state == State::Active;
+        leave(cache);
+        (block, active)
+    };
+    // Only an active thread runs the trimmer's ticker (see `free_slow`).
+    if active {
+        trim::tick(reclaim_idle_caches);
+    }
     // SAFETY: a block of `class` (or null) that goes to the program.
     unsafe { sanitizer::handed_out(block, class.size(), false) };
     if block.is_null() {
@@ -291,10 +426,11 @@ unsafe fn alloc_slow(
     block
 }
 
-/// A block from the central list; the rest of the batch becomes the bin's list.
+/// A block from the central list; the rest of the batch becomes the bin's list, which is
+/// empty.
 ///
 /// # Safety
-/// `cache` is this thread's cache.
+/// `cache` is this thread's cache, inside an operation.
 unsafe fn refill_and_take(
     cache: *mut ThreadCache,
     class: SizeClass,
@@ -309,9 +445,7 @@ unsafe fn refill_and_take(
     // SAFETY: the cache is this thread's.
     if unsafe { (*bin(cache, class)).limit() } == 0 {
         // The byte budget leaves this class no room: nothing of it is cached.
-        let block = alloc_without_cache(class);
-        trim::tick();
-        return block;
+        return alloc_without_cache(class);
     }
     let info = class.info();
     // A refill brings at most a batch (a parked batch is never longer, see
@@ -319,19 +453,19 @@ unsafe fn refill_and_take(
     let mut batch = central::refill(class, info.batch as u32);
     // SAFETY: a refilled batch is a valid list of free blocks of the class; the bin is
     // empty (this is a miss), so the rest of the batch becomes its list.
-    let block = unsafe {
+    unsafe {
         let block = batch.pop(class);
         let bin = bin(cache, class);
         (*bin).set_list(batch);
         (*bin).went_empty = true;
         raise_limit(cache, class);
         block as *mut u8
-    };
-    trim::tick();
-    block
+    }
 }
 
-/// An overflow, or a free by a thread without an active cache.
+/// An overflow, a free by a thread without an active cache, the trimmer's floor, or a
+/// double free (reported by the mark below).
+/// Entered inside an operation, which it ends.
 ///
 /// A free never sets a cache up. glibc frees on a thread after its pthread-key destructors
 /// ran (a detached thread's exit frees cached stacks' TLS through `_dl_deallocate_tls`); a
@@ -357,38 +491,44 @@ unsafe fn free_slow(cache: *mut ThreadCache, class: SizeClass, block: *mut Block
         crate::block::mark_freed(block as *mut u8, crate::block::drawn_free_mark());
         sanitizer::taken_back(block as *mut u8, class.size());
     }
-    // SAFETY: `cache` is this thread's cache (caller). The fast path took a unit of room
-    // that the bin did not have: put it back.
-    let active = unsafe {
-        let bin = bin(cache, class);
-        let room = (*bin).room.load(Ordering::Relaxed);
-        (*bin).room.store(room + 1, Ordering::Relaxed);
-        (*cache).state == State::Active
-    };
-    if active {
+    // SAFETY: `cache` is this thread's cache (caller).
+    if unsafe { (*cache).state == State::Active } {
         // SAFETY: as promised to us.
         return unsafe { free_overflow(cache, class, block) };
     }
-    // SAFETY: the caller hands the block over.
-    unsafe { free_without_cache(class, block) };
+    // A thread without an active cache is in no registry: no trimmer looks at its bins
+    // (empty, at limit 0), and its operation ends before the push.
+    // SAFETY: the cache is this thread's; the caller hands the block over.
+    unsafe {
+        leave(cache);
+        free_without_cache(class, block)
+    };
 }
 
-/// A free of an active thread that found no room in its bin. Out of [`free_slow`], so that
-/// a thread without a cache, which frees every block through `free_slow`, pays neither for
-/// a stack frame nor for register saves (10 of the 48 instructions of such a free in
-/// `prodcons` under `LD_PRELOAD`).
+/// A free of an active thread that found no room in its bin, or a floor the trimmer
+/// raised. Out of [`free_slow`], so that a thread without a cache, which frees every block
+/// through `free_slow`, pays neither for a stack frame nor for register saves (10 of the
+/// 48 instructions of such a free in `prodcons` under `LD_PRELOAD`). Ends the operation.
 ///
 /// # Safety
-/// `cache` is this thread's active cache, the room of the bin of `class` is back to what it
-/// was before the free (0, full); the caller hands over `block`, a marked block of `class`.
+/// `cache` is this thread's active cache, inside an operation; the caller hands over
+/// `block`, a marked block of `class`.
 #[inline(never)]
 unsafe fn free_overflow(cache: *mut ThreadCache, class: SizeClass, block: *mut Block) {
-    // SAFETY: the cache is this thread's (caller).
-    if unsafe { (*bin(cache, class)).limit() } == 0 {
+    // SAFETY: the cache is this thread's (caller); its bins are looked at once the trimmer
+    // is done with them.
+    if unsafe {
+        wait_while_reclaimed(cache);
+        (*bin(cache, class)).limit()
+    } == 0
+    {
         // The byte budget leaves this class no room: nothing of it is cached.
-        // SAFETY: the caller hands the block over.
-        unsafe { free_without_cache(class, block) };
-        trim::tick();
+        // SAFETY: the caller hands the block over; then the bins are left alone.
+        unsafe {
+            free_without_cache(class, block);
+            leave(cache);
+        }
+        trim::tick(reclaim_idle_caches);
         return;
     }
     // SAFETY: the cache is this thread's and active.
@@ -404,8 +544,64 @@ unsafe fn free_overflow(cache: *mut ThreadCache, class: SizeClass, block: *mut B
             central::flush(class, flushed);
         }
         (*bin).set_list(list);
+        leave(cache);
     }
-    trim::tick();
+    trim::tick(reclaim_idle_caches);
+}
+
+/// Starts an operation of the owner on its bins (see "Reclaiming a sleeping thread's
+/// cache"): from here until [`leave`] the trimmer does not take them, and a request it made
+/// before shows in the floors read after this.
+///
+/// # Safety
+/// `cache` is this thread's cache.
+#[inline(always)]
+unsafe fn enter(cache: *mut ThreadCache) {
+    // SAFETY: by the caller's promise.
+    unsafe { (*cache).in_operation.store(true, Ordering::Relaxed) };
+    light_fence();
+}
+
+/// Ends an operation on the bins: release, so a trimmer that then finds the owner outside
+/// sees the lists it left.
+///
+/// # Safety
+/// `cache` is this thread's cache.
+#[inline(always)]
+unsafe fn leave(cache: *mut ThreadCache) {
+    // SAFETY: by the caller's promise.
+    unsafe { (*cache).in_operation.store(false, Ordering::Release) };
+}
+
+/// Inside an operation: if the trimmer has raised this cache's floors, waits until it is
+/// done with the bins (it holds the registry lock from before it raises them until it has
+/// either taken the lists or lowered the floors again), and lowers floors it left raised.
+///
+/// # Safety
+/// `cache` is this thread's cache, inside an operation.
+#[inline]
+unsafe fn wait_while_reclaimed(cache: *mut ThreadCache) {
+    // SAFETY: by the caller's promise. Acquire: as the fast paths' loads of the floors.
+    if unsafe { (*cache).alloc_floor.load(Ordering::Acquire) } != 0 {
+        let _registry = REGISTRY.lock();
+        // Floors still raised under the lock: the trimmer took the lists, and left the
+        // floors for us (see the top comment).
+        // SAFETY: by the caller's promise.
+        unsafe { lower_floors(cache) };
+    }
+}
+
+/// Lets the fast paths of `cache` pass again.
+///
+/// # Safety
+/// `cache` is alive, and the caller holds the registry lock or owns the cache.
+unsafe fn lower_floors(cache: *mut ThreadCache) {
+    // SAFETY: by the caller's promise. Release: an owner whose next operation reads them
+    // sees the lists as the lowerer left them.
+    unsafe {
+        (*cache).alloc_floor.store(0, Ordering::Release);
+        (*cache).free_floor.store(0, Ordering::Release);
+    }
 }
 
 /// Empties a bin's list and returns it.
@@ -433,10 +629,10 @@ unsafe fn give_back_idle_blocks_if_asked(cache: *mut ThreadCache) {
     let epoch = trim::epoch();
     // SAFETY: by the caller's promise.
     unsafe {
-        if (*cache).seen_epoch == epoch {
+        if (*cache).seen_epoch.load(Ordering::Relaxed) == epoch {
             return;
         }
-        (*cache).seen_epoch = epoch;
+        (*cache).seen_epoch.store(epoch, Ordering::Relaxed);
         for index in 0..NUM_CLASSES {
             let class = SizeClass::from_index_unchecked(index);
             let info = class.info();
@@ -460,16 +656,118 @@ unsafe fn give_back_idle_blocks_if_asked(cache: *mut ThreadCache) {
 /// cache stays active.
 pub(crate) fn flush_this_thread() {
     let cache = this_thread();
-    // SAFETY: the cache is this thread's; no reference is held across the flushes.
+    // SAFETY: the cache is this thread's; no reference is held across the flushes, which
+    // run inside an operation (the trimmer leaves the bins alone meanwhile).
     unsafe {
         if (*cache).state != State::Active {
             return;
         }
+        enter(cache);
+        wait_while_reclaimed(cache);
         for index in 0..NUM_CLASSES {
             let class = SizeClass::from_index_unchecked(index);
             let list = take_list(bin(cache, class));
             central::flush(class, list);
         }
+        leave(cache);
+    }
+}
+
+/// The trimmer's side of the handshake (see "Reclaiming a sleeping thread's cache"): takes
+/// the cached blocks of every registered thread whose owner reached no slow path since the
+/// pass before this one (`epoch` is this pass's), or of every thread when `everything`
+/// (`trim()`), and flushes them to the central lists; their limits go back to a batch.
+/// Returns whether some cache still holds blocks that a later pass may take (an owner
+/// active in the last interval, or inside an operation now).
+///
+/// A cache whose owner is inside an operation is skipped. Where the kernel has no
+/// `membarrier`, nothing is taken: the owners give back on their own slow paths.
+pub(crate) fn reclaim_idle_caches(epoch: u32, everything: bool) -> bool {
+    let registry = REGISTRY.lock();
+    let mut pending = false;
+    let mut asked = 0;
+    // SAFETY: we hold the registry lock, so every listed cache is alive; what the trimmer
+    // reads of another thread's cache without the handshake (counts, epochs) is atomic.
+    unsafe {
+        for cache in registry.iter() {
+            if !holds_blocks(cache) {
+                continue;
+            }
+            let seen = (*cache).seen_epoch.load(Ordering::Relaxed);
+            if !everything && epoch.wrapping_sub(seen) < 2 {
+                pending = true;
+                continue;
+            }
+            (*cache).alloc_floor.store(usize::MAX, Ordering::Relaxed);
+            (*cache).free_floor.store(i32::MAX, Ordering::Relaxed);
+            (*cache).asked = true;
+            asked += 1;
+        }
+    }
+    if asked == 0 {
+        return pending;
+    }
+    // One barrier for all the caches asked: after it, an owner that is not inside an
+    // operation will see its raised floors in its next one.
+    let fenced = heavy_fence();
+    // SAFETY: as above. The owner of an asked cache, if outside, stays out of its bins from
+    // now on: its next operation sees the raised floors, and its slow path waits for the
+    // registry lock and lowers them.
+    unsafe {
+        for cache in registry.iter() {
+            if !core::mem::take(&mut (*cache).asked) {
+                continue;
+            }
+            // Acquire: the lists as the owner left them at the end of its last operation.
+            if fenced && !(*cache).in_operation.load(Ordering::Acquire) {
+                take_all_lists(cache);
+                RECLAIMED.fetch_add(1, Ordering::Relaxed);
+            } else {
+                pending = true;
+                lower_floors(cache);
+            }
+        }
+    }
+    pending
+}
+
+/// Caches the trimmer took from idle threads since the start.
+pub(crate) fn caches_reclaimed() -> u64 {
+    RECLAIMED.load(Ordering::Relaxed)
+}
+
+/// Whether a cache holds any block (a racy look, from another thread).
+///
+/// # Safety
+/// `cache` is alive (the registry lock is held).
+unsafe fn holds_blocks(cache: *mut ThreadCache) -> bool {
+    // SAFETY: by the caller's promise; counts are atomics.
+    (0..NUM_CLASSES)
+        .any(|index| unsafe { (*bin(cache, SizeClass::from_index_unchecked(index))).count() } > 0)
+}
+
+/// Flushes every list of another thread's cache to the central lists and lowers its limits
+/// to a batch (as a new cache's, within its budget).
+///
+/// # Safety
+/// The registry lock is held, `cache` is registered, and its owner is outside any operation
+/// and cannot start one (its floors are raised, and it saw them: see the caller).
+unsafe fn take_all_lists(cache: *mut ThreadCache) {
+    // SAFETY: by the caller's promise the bins are ours until the floors come down.
+    unsafe {
+        let mut limit_bytes = 0;
+        for index in 0..NUM_CLASSES {
+            let class = SizeClass::from_index_unchecked(index);
+            let info = class.info();
+            let bin = bin(cache, class);
+            let list = take_list(bin);
+            let lowered = (*bin).limit().min(info.batch as u32);
+            (*bin).set_limit(lowered);
+            (*bin).went_empty = false;
+            limit_bytes += lowered as usize * info.size as usize;
+            central::flush(class, list);
+        }
+        (*cache).limit_bytes = limit_bytes;
     }
 }
 
@@ -542,6 +840,10 @@ unsafe fn ensure_active(cache: *mut ThreadCache, register_thread: impl FnOnce() 
             (*cache).state = State::Unset;
             return false;
         }
+        // The set-up may have allocated (going around the cache), and that operation's
+        // end cleared the mark of the one under way: set it again before the cache
+        // becomes visible to the trimmer (in the registry, under its lock).
+        enter(cache);
         // Before any bin has room: the fast path then uses this copy.
         #[cfg(not(feature = "hardened"))]
         {
@@ -563,7 +865,7 @@ unsafe fn ensure_active(cache: *mut ThreadCache, register_thread: impl FnOnce() 
         (*cache).limit_bytes = limit_bytes;
         (*cache).byte_budget = budget;
 
-        (*cache).seen_epoch = trim::epoch();
+        (*cache).seen_epoch.store(trim::epoch(), Ordering::Relaxed);
         register(cache);
         (*cache).state = State::Active;
         true
@@ -617,6 +919,9 @@ pub(crate) fn tear_down_this_thread() {
         if (*cache).state == State::Active {
             unregister(cache);
         }
+        // The trimmer may have taken the lists last and left the floors raised; nobody
+        // takes them from now on.
+        lower_floors(cache);
         (*cache).state = State::TornDown;
         (*cache).limit_bytes = 0;
         for index in 0..NUM_CLASSES {

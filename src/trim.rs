@@ -3,7 +3,9 @@
 //! One pass ([`run_pass`]):
 //!
 //! 1. advances the epoch ([`epoch`]), so each active thread cache gives back the blocks of
-//!    the classes it did not need since the last pass (on its next slow path);
+//!    the classes it did not need since the last pass (on its next slow path), and takes
+//!    the blocks of the caches whose owners reached no slow path through the last interval
+//!    (threads that sleep; [`ReclaimCaches`]);
 //! 2. returns batches that sat unused in the central transfer caches to their pools, so
 //!    pools that empty give their pages back to their arenas;
 //! 3. releases arena pages that stayed free longer than the decay time (`madvise`) and
@@ -20,6 +22,9 @@
 //! once, for `ebbmalloc::trim()`.
 //!
 //! Only one pass runs at a time (`PASS_LOCK`); a ticker that finds it taken skips.
+//!
+//! The thread caches sit above this layer: the functions that can start a pass take the
+//! caches' reclaimer as a parameter (the background thread gets it as its argument).
 
 use crate::config::{self, Setting};
 use crate::size_class::{SizeClass, NUM_CLASSES};
@@ -51,6 +56,12 @@ model_static! {
     static RELEASED_BYTES: AtomicU64 = AtomicU64::new(0);
 }
 
+/// The thread caches' reclaimer (`thread_cache::reclaim_idle_caches`), passed down by the
+/// layers above: given this pass's epoch and whether to take every cache, it takes the
+/// blocks of idle threads' caches and returns whether some cache still holds blocks a later
+/// pass may take.
+pub(crate) type ReclaimCaches = fn(epoch: u32, everything: bool) -> bool;
+
 /// Slow-path operations between two looks at the clock.
 const TICKS_PER_CHECK: u32 = 64;
 /// How long the background thread sleeps when there is nothing to release.
@@ -70,14 +81,14 @@ crate::sync::thread_local! {
 /// Called by the allocation slow paths, with no lock held: starts the background thread
 /// when due, or runs a rate-limited pass when it is off.
 #[inline]
-pub(crate) fn tick() {
+pub(crate) fn tick(reclaim: ReclaimCaches) {
     let ticks = TICKS.with(|ticks| {
         let n = ticks.get().wrapping_add(1);
         ticks.set(n);
         n
     });
     if ticks % TICKS_PER_CHECK == 0 {
-        on_check();
+        on_check(reclaim);
     }
 }
 
@@ -87,20 +98,20 @@ pub(crate) fn tick() {
 /// and the mappings it caches are given back one decay after it frees them. (Frees do not
 /// tick: they may run inside the C library's thread exit.)
 #[inline]
-pub(crate) fn tick_large() {
+pub(crate) fn tick_large(reclaim: ReclaimCaches) {
     // With the background thread running (the usual case) there is nothing to check.
     if BACKGROUND.load(Ordering::Relaxed) != RUNNING {
-        on_check();
+        on_check(reclaim);
     }
 }
 
 #[cold]
 #[inline(never)]
-fn on_check() {
+fn on_check(reclaim: ReclaimCaches) {
     if config::enabled(Setting::BackgroundThread) && BACKGROUND_ALLOWED.load(Ordering::Relaxed) {
         match BACKGROUND.load(Ordering::Relaxed) {
             RUNNING | STARTING => return,
-            NOT_STARTED if start_background_thread() => return,
+            NOT_STARTED if start_background_thread(reclaim) => return,
             _ => {}
         }
     }
@@ -108,7 +119,7 @@ fn on_check() {
     let interval = config::get(Setting::TrimIntervalMs) as u32;
     if now.wrapping_sub(LAST_PASS_MS.load(Ordering::Relaxed)) >= interval {
         if let Some(_guard) = PASS_LOCK.try_lock() {
-            run_pass(now, false);
+            run_pass(now, false, reclaim);
         }
     }
 }
@@ -120,9 +131,9 @@ pub(crate) fn allow_background_thread() {
 
 /// Runs a full pass now, decay ignored, flushing the transfer caches (the caller flushes
 /// its own thread cache first: `front::trim_now`). Returns the bytes given back to the OS.
-pub(crate) fn trim_now() -> usize {
+pub(crate) fn trim_now(reclaim: ReclaimCaches) -> usize {
     let _guard = PASS_LOCK.lock();
-    run_pass(os::now_ms(), true).released
+    run_pass(os::now_ms(), true, reclaim).released
 }
 
 /// The pass count that thread caches compare with what they saw last (wraps).
@@ -140,9 +151,12 @@ pub(crate) fn totals() -> (u64, u64) {
 }
 
 /// One pass; the caller holds `PASS_LOCK`. `everything`: ignore decay and idleness.
-fn run_pass(now: u32, everything: bool) -> Pass {
+fn run_pass(now: u32, everything: bool, reclaim: ReclaimCaches) -> Pass {
     LAST_PASS_MS.store(now, Ordering::Relaxed);
-    EPOCH.fetch_add(1, Ordering::Relaxed);
+    let epoch = EPOCH.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+    // First, so that what the caches give back is parked before the transfer caches are
+    // looked at (and returned to the pools at the next pass, or now with `everything`).
+    let caches_holding = reclaim(epoch, everything);
     let mut batches_parked = false;
     for index in 0..NUM_CLASSES {
         if let Some(class) = SizeClass::from_index(index) {
@@ -161,6 +175,7 @@ fn run_pass(now: u32, everything: bool) -> Pass {
     Pass {
         released,
         batches_parked,
+        caches_holding,
     }
 }
 
@@ -171,11 +186,13 @@ struct Pass {
     /// Whether transfer caches still hold batches, which a later pass may return to
     /// their pools (and so free their pages).
     batches_parked: bool,
+    /// Whether thread caches still hold blocks that a later pass may take back.
+    caches_holding: bool,
 }
 
 /// Starts the background thread; false if it could not be started (the ticker then runs
 /// the passes).
-fn start_background_thread() -> bool {
+fn start_background_thread(reclaim: ReclaimCaches) -> bool {
     if BACKGROUND
         .compare_exchange(NOT_STARTED, STARTING, Ordering::Acquire, Ordering::Relaxed)
         .is_err()
@@ -184,17 +201,24 @@ fn start_background_thread() -> bool {
     }
     // Created with every signal blocked: it must never take a signal meant for the
     // program (see `os::start_background_thread`).
-    let started = os::start_background_thread(background_main, BACKGROUND_STACK_BYTES);
+    let started = os::start_background_thread(
+        background_main,
+        reclaim as *mut core::ffi::c_void,
+        BACKGROUND_STACK_BYTES,
+    );
     BACKGROUND.store(if started { RUNNING } else { FAILED }, Ordering::Release);
     started
 }
 
-extern "C" fn background_main(_arg: *mut core::ffi::c_void) -> *mut core::ffi::c_void {
+/// The background thread; its argument is the caches' reclaimer.
+extern "C" fn background_main(reclaim: *mut core::ffi::c_void) -> *mut core::ffi::c_void {
+    // SAFETY: `start_background_thread` passes a `ReclaimCaches` as the argument.
+    let reclaim = unsafe { core::mem::transmute::<*mut core::ffi::c_void, ReclaimCaches>(reclaim) };
     os::name_this_thread(c"ebbmalloc-trim");
     while config::enabled(Setting::BackgroundThread) {
         let pass = {
             let _guard = PASS_LOCK.lock();
-            run_pass(os::now_ms(), false)
+            run_pass(os::now_ms(), false, reclaim)
         };
         if pass.released > 0 && config::enabled(Setting::Verbose) {
             crate::fatal::print_line(format_args!(
@@ -202,10 +226,14 @@ extern "C" fn background_main(_arg: *mut core::ffi::c_void) -> *mut core::ffi::c
                 pass.released >> 10
             ));
         }
-        // With resident free memory, or batches parked that may turn into it, come back
-        // after an interval (frees in the meantime do not wake us: their pages are
-        // younger than the decay anyway); otherwise sleep until memory is freed.
-        if pass.batches_parked || arena::has_dirty_pages() || large::mapped_bytes().1 > 0 {
+        // With resident free memory, or batches parked or blocks cached that may turn into
+        // it, come back after an interval (frees in the meantime do not wake us: their
+        // pages are younger than the decay anyway); otherwise sleep until memory is freed.
+        if pass.batches_parked
+            || pass.caches_holding
+            || arena::has_dirty_pages()
+            || large::mapped_bytes().1 > 0
+        {
             os::sleep_ms(config::get(Setting::TrimIntervalMs) as u32);
         } else {
             MEMORY_FREED.wait_ms(IDLE_SLEEP_MS);

@@ -112,9 +112,16 @@ fn compile(file: &str, linked: bool) -> PathBuf {
     command.args(["-pthread", "-o"]).arg(&out).arg(&source);
     if linked {
         let lib_dir = library.parent().unwrap();
+        // DT_RPATH, not the linker's default DT_RUNPATH: `cargo test` sets
+        // LD_LIBRARY_PATH to its deps directory, which can hold a debug
+        // `libebbmalloc.so` of another build (a stale one made these tests run old code),
+        // and LD_LIBRARY_PATH wins over DT_RUNPATH but not over DT_RPATH.
         command
             .arg(format!("-L{}", lib_dir.display()))
-            .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+            .arg(format!(
+                "-Wl,--disable-new-dtags,-rpath,{}",
+                lib_dir.display()
+            ))
             .arg("-lebbmalloc");
     }
     let status = command.status().expect("the compiler runs");

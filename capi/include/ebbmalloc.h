@@ -52,6 +52,7 @@ struct ebbmalloc_stats {
     size_t large_cached_bytes;  /* bytes in cached large mappings */
     uint64_t trimmed_bytes;     /* given back by trimming since the start */
     uint64_t trim_passes;       /* trimming passes since the start */
+    uint64_t caches_reclaimed;  /* idle threads' caches taken back by the trimmer */
     struct ebbmalloc_class_stats classes[EBBMALLOC_CLASS_COUNT]; /* smallest class first */
 };
 

@@ -13,19 +13,22 @@
 //! `--mode NAME` picks a run (`mode.rs` holds the table; a mode with settings runs the
 //! program again with them in its environment):
 //!
-//! | mode            | allocator settings                                   | workloads       |
-//! |-----------------|------------------------------------------------------|-----------------|
-//! | `default`       | ebbmalloc's defaults                                 | soak            |
-//! | `large`         | defaults                                             | soak, large     |
-//! | `lifecycle`     | defaults                                             | soak, lifecycle |
-//! | `aggressive`    | decay 0, trim interval 1 ms, no retained arenas      | all three       |
-//! | `no-cache`      | thread-cache budget 0, no retained arenas            | all three       |
-//! | `no-background` | no background thread, trim interval 1 ms, decay 0    | all three       |
+//! | mode            | allocator settings                                | workloads              |
+//! |-----------------|---------------------------------------------------|------------------------|
+//! | `default`       | ebbmalloc's defaults                              | soak                   |
+//! | `large`         | defaults                                          | soak, large            |
+//! | `lifecycle`     | defaults                                          | soak, lifecycle        |
+//! | `aggressive`    | decay 0, trim interval 1 ms, no retained arenas   | soak, large, lifecycle |
+//! | `no-cache`      | thread-cache budget 0, no retained arenas         | soak, large, lifecycle |
+//! | `no-background` | no background thread, trim interval 1 ms, decay 0 | soak, large, lifecycle, sleepers |
+//! | `idle-reclaim`  | trim interval 1 ms, decay 0                       | soak, sleepers         |
 //!
 //! The soak is the workers above (`worker.rs`, `tester.rs`); `large.rs` moves, caches and
 //! aligns large blocks across threads; `lifecycle.rs` starts and ends threads in every way
 //! (never allocating, only freeing, freeing after their key destructors, detached in waves
-//! beyond glibc's stack cache) while `trim()` and `stats()` loop and the process forks.
+//! beyond glibc's stack cache) while `trim()` and `stats()` loop and the process forks;
+//! `sleepers.rs` holds blocks across random sleeps while the trimmer takes back the caches
+//! of parked threads, and checks them and new blocks after each sleep.
 
 mod block;
 mod errno;
@@ -38,6 +41,7 @@ mod options;
 mod raw;
 mod rng;
 mod signals;
+mod sleepers;
 mod tester;
 mod watchdog;
 mod worker;
@@ -120,6 +124,9 @@ fn main() {
     }
     if mode.lifecycle {
         helpers.extend(lifecycle::start(&shared));
+    }
+    if mode.sleepers {
+        helpers.extend(sleepers::start(&shared));
     }
     let mut main = Tester::new(Rng::new(opts.seed, u64::MAX / 2), 0);
     let start = Instant::now();
@@ -325,6 +332,9 @@ fn report(shared: &Shared, mode: &mode::Mode, elapsed: f64, forks: u64, end: &Fo
     println!("  threads spawned: {}", shared.started());
     if mode.lifecycle {
         lifecycle::report();
+    }
+    if mode.sleepers {
+        sleepers::report();
     }
     println!(
         "  at the end: VmRSS {} KiB, VmHWM {} KiB; ebbmalloc resident {} KiB, allocated {} \

@@ -25,6 +25,8 @@ pub struct Mode {
     pub large: bool,
     /// Run the thread lifecycle workload (`lifecycle.rs`).
     pub lifecycle: bool,
+    /// Run the sleepers workload (`sleepers.rs`).
+    pub sleepers: bool,
 }
 
 impl Mode {
@@ -46,13 +48,14 @@ const BACKGROUND_THREAD: &str = "EBBMALLOC_BACKGROUND_THREAD";
 /// Set in the environment of a re-executed run: its settings must now be in force.
 const REEXEC_MARK: &str = "EBBMALLOC_STRESS_REEXEC";
 
-pub static MODES: [Mode; 6] = [
+pub static MODES: [Mode; 7] = [
     Mode {
         name: "default",
         about: "the soak at ebbmalloc's default settings",
         settings: &[],
         large: false,
         lifecycle: false,
+        sleepers: false,
     },
     Mode {
         name: "large",
@@ -61,6 +64,7 @@ pub static MODES: [Mode; 6] = [
         settings: &[],
         large: true,
         lifecycle: false,
+        sleepers: false,
     },
     Mode {
         name: "lifecycle",
@@ -70,10 +74,12 @@ pub static MODES: [Mode; 6] = [
         settings: &[],
         large: false,
         lifecycle: true,
+        sleepers: false,
     },
     Mode {
         name: "aggressive",
-        about: "everything, with decay 0, a 1 ms trim interval and no retained arenas",
+        about: "the soak, large and lifecycle, with decay 0, a 1 ms trim interval and no \
+                retained arenas",
         settings: &[
             Setting {
                 env: DECAY_MS,
@@ -90,11 +96,12 @@ pub static MODES: [Mode; 6] = [
         ],
         large: true,
         lifecycle: true,
+        sleepers: false,
     },
     Mode {
         name: "no-cache",
-        about: "everything, with a thread-cache budget of 0 (every call goes to the central \
-                lists) and no retained arenas",
+        about: "the soak, large and lifecycle, with a thread-cache budget of 0 (every call \
+                goes to the central lists) and no retained arenas",
         settings: &[
             Setting {
                 env: THREAD_CACHE_BYTES,
@@ -107,10 +114,12 @@ pub static MODES: [Mode; 6] = [
         ],
         large: true,
         lifecycle: true,
+        sleepers: false,
     },
     Mode {
         name: "no-background",
-        about: "everything, with no background thread (the slow paths trim), a 1 ms trim \
+        about: "the soak, large, lifecycle and sleepers, with no background thread (the \
+                slow paths trim, and take back sleeping threads' caches), a 1 ms trim \
                 interval and decay 0",
         settings: &[
             Setting {
@@ -128,6 +137,27 @@ pub static MODES: [Mode; 6] = [
         ],
         large: true,
         lifecycle: true,
+        sleepers: true,
+    },
+    Mode {
+        name: "idle-reclaim",
+        about: "the soak, and as many sleepers: threads that sleep at random (50 us to \
+                100 ms) holding blocks of their own and of others, free some before a sleep, \
+                allocate after it and check them all, while the trimmer runs every 1 ms and \
+                takes back the caches of parked threads",
+        settings: &[
+            Setting {
+                env: TRIM_INTERVAL_MS,
+                value: 1,
+            },
+            Setting {
+                env: DECAY_MS,
+                value: 0,
+            },
+        ],
+        large: false,
+        lifecycle: false,
+        sleepers: true,
     },
 ];
 

@@ -11,7 +11,8 @@ usage: stress [--mode NAME] [--seconds N] [--threads T] [--seed S] [--self-test-
   --mode NAME           what to run and with which allocator settings (default: default)
   --seconds N           run for N seconds (default 60); a run that has not ended N + 30 s
                         after its start is reported as a hang
-  --threads T           soak worker threads (default 8)
+  --threads T           soak worker threads (default 8; mode idle-reclaim also runs T
+                        sleepers, at least 2)
   --seed S              seed of the random choices (default: from the clock; printed)
   --self-test-corrupt   overwrite one byte of a live block after 1 s: the run must fail
 

@@ -197,7 +197,7 @@ fn receive(shared: &Shared, slot: usize, tester: &mut Tester) {
 }
 
 /// A random slot other than `slot` (`threads > 1`).
-fn other_slot(rng: &mut Rng, threads: usize, slot: usize) -> usize {
+pub fn other_slot(rng: &mut Rng, threads: usize, slot: usize) -> usize {
     (slot + rng.range(1, threads - 1)) % threads
 }
 

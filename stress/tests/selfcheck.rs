@@ -88,6 +88,32 @@ fn a_mode_with_settings_runs_again_with_them_in_force() {
 }
 
 #[test]
+fn idle_reclaim_runs_sleepers_under_a_1_ms_trim_interval() {
+    let (output, stdout, stderr) = run_stress(&["--mode", "idle-reclaim"]);
+    assert!(
+        output.status.success(),
+        "status {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
+    assert!(
+        stdout.contains("EBBMALLOC_TRIM_INTERVAL_MS=1 EBBMALLOC_DECAY_MS=0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("stress: passed"), "{stdout}");
+    let sleepers = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("  sleepers: "))
+        .unwrap_or_else(|| panic!("no sleepers line:\n{stdout}"));
+    let sleeps: u64 = sleepers
+        .split(", ")
+        .nth(1)
+        .and_then(|part| part.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no sleep count in {sleepers:?}"));
+    assert!(sleeps > 0, "{sleepers}");
+}
+
+#[test]
 fn unknown_modes_are_refused_and_every_mode_is_listed() {
     let output = Command::new(env!("CARGO_BIN_EXE_stress"))
         .args(["--mode", "nonsense"])
@@ -103,6 +129,7 @@ fn unknown_modes_are_refused_and_every_mode_is_listed() {
         "aggressive",
         "no-cache",
         "no-background",
+        "idle-reclaim",
     ] {
         assert!(
             stderr.contains(&format!("  {mode} ")),

@@ -183,7 +183,9 @@ pub fn summary_markdown(
 }
 
 /// The figures where `subject` is behind the best of the others by more than `threshold`
-/// (relative), ignoring RSS differences under 1 MiB; worst first.
+/// (relative), ignoring RSS differences under 1 MiB and the per-thread figures (each
+/// restates an RSS figure of its workload, which is checked with the 1 MiB floor); worst
+/// first.
 pub fn behind(
     workloads: &[(String, Vec<Row>)],
     allocs: &[String],
@@ -192,7 +194,7 @@ pub fn behind(
 ) -> Vec<String> {
     let mut found: Vec<(f64, String)> = Vec::new();
     for (workload, rows) in workloads {
-        for row in rows {
+        for row in rows.iter().filter(|r| r.kind != Kind::RssPerThread) {
             let Some(me) = row.get(allocs, subject) else {
                 continue;
             };
@@ -326,6 +328,38 @@ mod tests {
             b[0].starts_with("w / ops: mimalloc 5.00 Mops/s vs ebbmalloc 11.0"),
             "{b:?}"
         );
+    }
+
+    #[test]
+    fn per_thread_figures_are_tabled_but_not_summed_or_listed_as_behind() {
+        let with_per_thread = |alloc: &str, kib: f64| {
+            let (alloc, mut r) = report(alloc, 1.0, 10.0);
+            r.metrics.push(Metric::new(
+                "per parked thread",
+                "KiB",
+                kib,
+                Better::Lower,
+                Kind::RssPerThread,
+            ));
+            (alloc, r)
+        };
+        let reports = vec![
+            with_per_thread("ebbmalloc", 900.0),
+            with_per_thread("mimalloc", 300.0),
+        ];
+        let rows = rows(&reports, &allocs());
+        let md = markdown(&rows, &allocs(), "mimalloc");
+        assert!(
+            md.contains("| per parked thread ↓ | KiB | 900 3.00× | 300 1.00× |"),
+            "{md}"
+        );
+        let all = vec![("w".to_string(), rows)];
+        let summary = summary_markdown(&all, &allocs(), "mimalloc");
+        assert!(
+            summary.contains("| RSS ↓ | 1 | 1.00× | 1.00× |"),
+            "{summary}"
+        );
+        assert!(behind(&all, &allocs(), "ebbmalloc", 0.05).is_empty());
     }
 
     #[test]

@@ -609,7 +609,9 @@ fn report_md(
         "Every allocator is the `#[global_allocator]` of its own worker process; the workers \
          differ in nothing else. Workers run one at a time. Figures are medians over the \
          rounds with their min–max spread; × is the ratio to mimalloc's median. RSS is read \
-         by each worker from `/proc/self/status` (`VmRSS`; `VmHWM` for peaks).\n\n",
+         by each worker from `/proc/self/status` (`VmRSS`; `VmHWM` for peaks). A per-thread \
+         figure (KiB) is the RSS above the workload's baseline divided by its threads; it \
+         restates an RSS figure, so the summary does not average it in again.\n\n",
     );
     s.push_str(&format!(
         "Time: workers built in {}, runs took {}.\n\n## Machine\n\n| | |\n|---|---|\n",

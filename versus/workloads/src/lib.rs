@@ -44,6 +44,9 @@ pub enum Kind {
     Rss,
     /// A point of an RSS-over-time line, in MiB (line plots); in order of time.
     RssTime,
+    /// The resident set above the workload's baseline per thread, in KiB. It restates the
+    /// workload's RSS figures for one thread, so the summary does not average it in again.
+    RssPerThread,
     /// A latency.
     Latency,
     /// A duration.
@@ -97,6 +100,17 @@ impl Metric {
             kib as f64 / 1024.0,
             Better::Lower,
             Kind::RssTime,
+        )
+    }
+
+    /// RSS above the baseline per thread in KiB, from kB above the baseline for `threads`.
+    pub fn rss_per_thread(name: &str, kib_above_baseline: u64, threads: usize) -> Self {
+        Metric::new(
+            name,
+            "KiB",
+            kib_above_baseline as f64 / threads.max(1) as f64,
+            Better::Lower,
+            Kind::RssPerThread,
         )
     }
 }
@@ -200,6 +214,11 @@ pub static WORKLOADS: &[Workload] = &[
         name: "idle-threads",
         about: "threads allocate 32 MiB each in small objects, free it, park (RSS over time)",
         run: threads::run_idle,
+    },
+    Workload {
+        name: "parked-pool",
+        about: "512 threads allocate and free 2 MiB each in small blocks, park (RSS over time)",
+        run: threads::run_parked_pool,
     },
     Workload {
         name: "origin",
