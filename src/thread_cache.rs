@@ -323,14 +323,27 @@ fn alloc_unchecked(class: SizeClass, register_thread: impl FnOnce() -> bool) -> 
             // SAFETY: the cache is ours (a label block does not inherit `unsafe`).
             return unsafe { alloc_slow(cache, class, register_thread) }
         );
-        (*bin).head = next_of(block, class);
-        let room = (*bin).room.load(Ordering::Relaxed);
-        (*bin).room.store(room + 1, Ordering::Relaxed);
+        unlink_head(bin, block, class);
         leave(cache);
         sanitizer::handed_out(block as *mut u8, class.size(), false);
         #[cfg(not(feature = "hardened"))]
         crate::block::clear_mark(block as *mut u8);
         block as *mut u8
+    }
+}
+
+/// Takes `block`, the head of the bin's list, off it: the pop of both allocation paths.
+///
+/// # Safety
+/// `bin` is a bin of this thread's cache, inside an operation, and `block` its list's
+/// head, a free block of `class`.
+#[inline(always)]
+unsafe fn unlink_head(bin: *mut Bin, block: *mut Block, class: SizeClass) {
+    // SAFETY: by the caller's promise.
+    unsafe {
+        (*bin).head = next_of(block, class);
+        let room = (*bin).room.load(Ordering::Relaxed);
+        (*bin).room.store(room + 1, Ordering::Relaxed);
     }
 }
 
@@ -399,9 +412,7 @@ unsafe fn alloc_slow(
         } else {
             // Sent here by a floor the trimmer has lowered again (it found us busy).
             let block = (*bin).head;
-            (*bin).head = next_of(block, class);
-            let room = (*bin).room.load(Ordering::Relaxed);
-            (*bin).room.store(room + 1, Ordering::Relaxed);
+            unlink_head(bin, block, class);
             block as *mut u8
         };
         let active = (*cache).state == State::Active;
