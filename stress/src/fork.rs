@@ -168,6 +168,7 @@ fn run_thread(seed: u64, stream: u64) {
         thread_main,
         arg.cast(),
         0,
+        raw::Ending::Joined,
         "fork child's thread",
     ));
 }

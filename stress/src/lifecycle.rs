@@ -1,8 +1,8 @@
 //! The thread lifecycle workload: threads that come and go in every way a program's threads
 //! can, while `ebbmalloc::trim()` and `ebbmalloc::stats()` run in loops on threads of their
 //! own and the process forks as threads start up. A *churn* thread runs waves; each wave
-//! starts [`WAVE_THREADS`] raw threads (`pthread_create` with [`STACK_BYTES`] of stack,
-//! then `pthread_detach`), one of each [`RawKind`] in turn:
+//! starts [`WAVE_THREADS`] raw threads (`pthread_create` of a detached thread with
+//! [`STACK_BYTES`] of stack), one of each [`RawKind`] in turn:
 //!
 //! - **idle**: does nothing, so never touches the allocator;
 //! - **frees only**: checks and frees blocks other threads allocated, and allocates nothing
@@ -20,8 +20,8 @@
 //!
 //! Twelve 8 MiB stacks are more than glibc's 40 MiB stack cache, so glibc unmaps the stacks
 //! of exited threads, and with them the TLS of any cache left registered. Each wave also
-//! starts std threads: one that does nothing, one that only frees (detached or joined), and
-//! one whose thread-local destructor frees. Every [`FORK_EVERY`] the churn thread forks
+//! starts std threads (joined): one that does nothing, one that only frees, and one whose
+//! thread-local destructor frees. Every [`FORK_EVERY`] the churn thread forks
 //! while the wave's threads start up, and the child starts a thread that allocates (see
 //! `fork.rs`). Then the churn thread waits for the wave to end.
 
@@ -278,7 +278,13 @@ fn start_raw(shared: &Arc<Shared>, kind: RawKind, tester: &mut Tester) {
     };
     RAW_THREADS.fetch_add(1, Ordering::Relaxed);
     // `raw_main` takes `arg` over (a leaked `Box<Job>`, or null).
-    raw::detach(raw::start(raw_main, arg.cast(), STACK_BYTES, kind.role()));
+    raw::start(
+        raw_main,
+        arg.cast(),
+        STACK_BYTES,
+        raw::Ending::Detached,
+        kind.role(),
+    );
 }
 
 extern "C" fn raw_main(arg: *mut libc::c_void) -> *mut libc::c_void {
@@ -387,21 +393,23 @@ fn start_std_threads(shared: &Arc<Shared>, tester: &mut Tester) -> Vec<JoinHandl
             UNFINISHED.fetch_sub(1, Ordering::SeqCst);
         },
     ));
-    // Only frees; detached half of the time.
+    // Only frees. Joined: dropping its handle would detach a thread that may be exiting
+    // (see `raw.rs`); the detached threads that free are the raw ones.
     let (blocks, owner) = (hand_out(tester), Arc::clone(shared));
     let serial = shared.new_serial();
-    let frees = worker::spawn_with_stack("std thread (frees only)", STACK_BYTES, move || {
-        free_handed(
-            &owner,
-            serial,
-            blocks,
-            "before free in a std thread that only frees",
-        );
-        UNFINISHED.fetch_sub(1, Ordering::SeqCst);
-    });
-    if tester.rng.one_in(2) {
-        joinable.push(frees);
-    }
+    joinable.push(worker::spawn_with_stack(
+        "std thread (frees only)",
+        STACK_BYTES,
+        move || {
+            free_handed(
+                &owner,
+                serial,
+                blocks,
+                "before free in a std thread that only frees",
+            );
+            UNFINISHED.fetch_sub(1, Ordering::SeqCst);
+        },
+    ));
     // Frees from a thread-local destructor, at its exit.
     let (blocks, owner) = (hand_out(tester), Arc::clone(shared));
     let serial = shared.new_serial();

@@ -415,11 +415,7 @@ pub fn run_capi(data: &[u8]) {
         let _busy = helpers::busy();
         let mut worker = CapiWorker {
             shadow: &shadow,
-            helpers: Helpers {
-                scope,
-                shadow: &shadow,
-                heap: CAbi,
-            },
+            helpers: Helpers::new(scope, &shadow, CAbi),
             slots: [const { None }; SLOTS],
             at: None,
         };
@@ -432,6 +428,7 @@ pub fn run_capi(data: &[u8]) {
         for slot in 0..SLOTS {
             worker.free_slot(slot as u8, "freeing what is left at the end");
         }
+        worker.helpers.join();
     });
 }
 

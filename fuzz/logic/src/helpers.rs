@@ -28,9 +28,19 @@
 //! map), and the other threads (mappers, streams, trimmers) run in between. The handler
 //! only sleeps and keeps `errno` as it was.
 //!
-//! Scoped helpers end with the run. Raw ones are detached and may outlive it, so they touch
-//! nothing of the run: the caller checks a block and takes it out of the model before it
-//! hands it over (`Handed`).
+//! Scoped helpers are joined when their stream ends ([`Helpers::join`]). Raw ones are
+//! created detached and may outlive the run, so they touch nothing of it: the caller checks
+//! a block and takes it out of the model before it hands it over (`Handed`).
+//!
+//! **No thread is detached after it started.** glibc 2.36's `pthread_detach` (Debian 12's)
+//! marks the thread detached and only then reads its descriptor to see whether it has
+//! exited; a thread that exits in between frees its own stack, and when glibc's stack
+//! cache is over its limit another thread's exit or start unmaps that stack, descriptor
+//! included: `pthread_detach` then faults. Dropping a `ScopedJoinHandle` is such a detach,
+//! and this harness makes the window wide (preempters stop the very thread that detaches
+//! them; many threads end at once). It crashed the `threads` target about once in 20,000
+//! runs, and `scripts/glibc-detach-race.c` shows the same fault with glibc alone. So
+//! scoped helpers are joined, and raw ones get the detached attribute at creation.
 
 use crate::generate::Rng;
 use crate::pattern;
@@ -38,7 +48,7 @@ use crate::shadow::{owned_bytes, Shadow};
 use crate::watchdog;
 use core::ffi::{c_int, c_void};
 use std::sync::{Mutex, OnceLock};
-use std::thread::Scope;
+use std::thread::{Scope, ScopedJoinHandle};
 use std::time::Duration;
 
 /// What a helper thread does (see the module docs).
@@ -161,51 +171,67 @@ impl Handed {
     }
 }
 
-/// Starts helper threads for one op stream: scoped ones in `scope`, raw ones detached.
+/// Starts helper threads for one op stream: scoped ones in `scope`, joined by [`join`]
+/// (see the module docs for why never detached), raw ones detached.
+///
+/// [`join`]: Helpers::join
 pub(crate) struct Helpers<'s, 'e, H: Heap> {
-    pub(crate) scope: &'s Scope<'s, 'e>,
-    pub(crate) shadow: &'e Shadow,
-    pub(crate) heap: H,
+    scope: &'s Scope<'s, 'e>,
+    shadow: &'e Shadow,
+    heap: H,
+    /// The scoped helpers started and not joined yet.
+    started: Vec<ScopedJoinHandle<'s, ()>>,
 }
 
-impl<H: Heap + 'static> Helpers<'_, '_, H> {
+impl<'s, 'e, H: Heap + 'static> Helpers<'s, 'e, H> {
+    pub(crate) fn new(scope: &'s Scope<'s, 'e>, shadow: &'e Shadow, heap: H) -> Self {
+        Helpers {
+            scope,
+            shadow,
+            heap,
+            started: Vec::new(),
+        }
+    }
+
     /// Starts a helper of `kind`; `block` is the block a freeing kind frees (a kind that
     /// does not free gets none), `seed` varies what a mapper does.
-    pub(crate) fn spawn(&self, kind: ThreadKind, block: Option<Handed>, seed: u64) {
+    pub(crate) fn spawn(&mut self, kind: ThreadKind, block: Option<Handed>, seed: u64) {
         let heap = self.heap;
-        match kind {
-            ThreadKind::Idle => {
-                self.scope.spawn(|| {});
-            }
-            ThreadKind::Free => {
-                self.scope.spawn(move || {
-                    if let Some(block) = block {
-                        block.free(heap, "a helper thread's only free");
-                    }
-                });
-            }
-            ThreadKind::RawIdle => spawn_detached(None, false),
+        let started = match kind {
+            ThreadKind::Idle => self.scope.spawn(|| {}),
+            ThreadKind::Free => self.scope.spawn(move || {
+                if let Some(block) = block {
+                    block.free(heap, "a helper thread's only free");
+                }
+            }),
+            ThreadKind::RawIdle => return spawn_detached(None, false),
             ThreadKind::RawFree | ThreadKind::FreeAtExit => {
                 let free = block.map(|block| {
                     Box::new(move || block.free(heap, "a raw thread's only free"))
                         as Box<dyn FnOnce() + Send>
                 });
-                spawn_detached(free, kind == ThreadKind::FreeAtExit);
+                return spawn_detached(free, kind == ThreadKind::FreeAtExit);
             }
-            ThreadKind::Trimmer => {
-                self.scope.spawn(move || {
-                    let _busy = busy();
-                    heap.trim("a trimmer thread");
-                    heap.stats("a trimmer thread");
-                    heap.trim("a trimmer thread");
-                });
-            }
+            ThreadKind::Trimmer => self.scope.spawn(move || {
+                let _busy = busy();
+                heap.trim("a trimmer thread");
+                heap.stats("a trimmer thread");
+                heap.trim("a trimmer thread");
+            }),
             ThreadKind::Mapper => {
                 let shadow = self.shadow;
-                self.scope.spawn(move || Mapper { heap, shadow }.run(seed));
+                self.scope.spawn(move || Mapper { heap, shadow }.run(seed))
             }
-            ThreadKind::Preempter => {
-                self.scope.spawn(move || preempt(seed));
+            ThreadKind::Preempter => self.scope.spawn(move || preempt(seed)),
+        };
+        self.started.push(started);
+    }
+
+    /// Waits for the scoped helpers started so far; a helper's panic goes on in the caller.
+    pub(crate) fn join(&mut self) {
+        for helper in self.started.drain(..) {
+            if let Err(panic) = helper.join() {
+                std::panic::resume_unwind(panic);
             }
         }
     }
@@ -473,20 +499,26 @@ struct RawJob {
     at_exit: bool,
 }
 
-/// Starts a detached raw pthread (as a C program does: no Rust thread handle, no join).
+/// Starts a raw pthread, detached from its creation (as a C program does: no Rust thread
+/// handle, no join; not `pthread_detach` afterwards, see the module docs).
 fn spawn_detached(free: Option<Box<dyn FnOnce() + Send>>, at_exit: bool) {
     let job = Box::into_raw(Box::new(RawJob { free, at_exit }));
     let mut thread: libc::pthread_t = 0;
-    // SAFETY: `raw_main` takes the job back exactly once; default attributes.
-    let created =
-        unsafe { libc::pthread_create(&mut thread, std::ptr::null(), raw_main, job.cast()) };
+    // SAFETY: `raw_main` takes the job back exactly once; the attributes are initialised
+    // before use and destroyed after.
+    let created = unsafe {
+        let mut attributes: libc::pthread_attr_t = std::mem::zeroed();
+        libc::pthread_attr_init(&mut attributes);
+        libc::pthread_attr_setdetachstate(&mut attributes, libc::PTHREAD_CREATE_DETACHED);
+        let created = libc::pthread_create(&mut thread, &attributes, raw_main, job.cast());
+        libc::pthread_attr_destroy(&mut attributes);
+        created
+    };
     if created != 0 {
         // SAFETY: the thread was not created, so the job is still ours.
         drop(unsafe { Box::from_raw(job) });
         panic!("ebbmalloc fuzz: pthread_create failed with {created}");
     }
-    // SAFETY: a thread we created and never join.
-    unsafe { libc::pthread_detach(thread) };
 }
 
 extern "C" fn raw_main(job: *mut c_void) -> *mut c_void {

@@ -188,11 +188,7 @@ impl<'s, 'e> Worker<'s, 'e> {
         Worker {
             name,
             shared,
-            helpers: Helpers {
-                scope,
-                shadow: &shared.shadow,
-                heap: EbbMalloc,
-            },
+            helpers: Helpers::new(scope, &shared.shadow, EbbMalloc),
             slots: [const { None }; SLOTS],
             at: None,
         }
@@ -211,6 +207,7 @@ impl<'s, 'e> Worker<'s, 'e> {
                 self.free(block, "freeing what is left at the end");
             }
         }
+        self.helpers.join();
     }
 
     fn apply(&mut self, op: Op) {
