@@ -2,8 +2,8 @@
 //!
 //! Each class has
 //!
-//! - a **transfer cache**: whole batches, up to the class's `transfer_batches` (about 1 MiB
-//!   of blocks; at least 32 batches). A flush from one thread
+//! - a **transfer cache**: whole batches, up to the class's `transfer_batches` (about
+//!   64 KiB of blocks; at least 32 batches). A flush from one thread
 //!   parks its batch here and a refill of another thread takes it back as it is: the
 //!   producer/consumer hand-off is O(1) under a lock held for a few instructions, with no
 //!   walk over the blocks;

@@ -232,15 +232,18 @@ const POOL_TARGET_BYTES: usize = 64 * 1024;
 const BATCH_TARGET_BYTES: usize = 16 * 1024;
 const MAX_BATCH: usize = 64;
 /// A class's central transfer cache holds whole batches up to about this many bytes (at
-/// least [`MIN_TRANSFER_BATCHES`], at most [`MAX_TRANSFER_BATCHES`]). A count of batches
-/// alone gave a 16-byte class 16 KiB: dropping a 65,536-entry `HashMap` then sent almost
-/// every block back to its pool one by one and the next build took them out again, two
-/// cache misses per block that a parked batch avoids (hashmap build+drop ran 23% behind
-/// mimalloc). Parked batches that nobody takes go back to their pools at the next
-/// trimming pass, so the footprint does not grow.
-const TRANSFER_TARGET_BYTES: usize = 1 << 20;
+/// least [`MIN_TRANSFER_BATCHES`], at most [`MAX_TRANSFER_BATCHES`]): 64 batches of a
+/// 16-byte class, 32 of every other. Enough to hand batches between threads; beyond it a
+/// flush returns its blocks to their pools, which hand them out again in address order
+/// (`pool.rs`). Parked batches keep the order in which the program freed their blocks: with
+/// 1 MiB per class, a dropped 65,536-entry `HashMap` came back almost whole from parked
+/// batches in hash order, and the next build touched a cold line with every allocation
+/// (hashmap build+drop 0.84x mimalloc's speed). That size dates from when pools handed
+/// their blocks out LIFO too. Parked batches that nobody takes go back to their pools at
+/// the next trimming pass.
+const TRANSFER_TARGET_BYTES: usize = 64 << 10;
 const MIN_TRANSFER_BATCHES: usize = 32;
-pub(crate) const MAX_TRANSFER_BATCHES: usize = 1024;
+pub(crate) const MAX_TRANSFER_BATCHES: usize = 64;
 
 const fn build_info(index: usize) -> SizeClassInfo {
     let size = class_size_by_index(index);
