@@ -211,7 +211,7 @@ pub unsafe fn malloc_usable_size(ptr: *mut c_void) -> usize {
     let block = ptr as *mut u8;
     match front::owner_of(block) {
         // SAFETY: a live block of ours.
-        Some(owner @ (Owner::Class(_) | Owner::Large)) => unsafe {
+        Some(owner @ (Owner::Class(_) | Owner::Large | Owner::Sampled)) => unsafe {
             front::usable_size(block, owner)
         },
         _ => fatal("malloc_usable_size(): invalid pointer", block as usize),
