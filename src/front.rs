@@ -251,7 +251,8 @@ pub(crate) unsafe fn realloc(
     new_size: usize,
 ) -> *mut u8 {
     // SAFETY: the compare reads the limit's word (a label block does not inherit
-    // `unsafe`).
+    // `unsafe`). (Without the assembly, under loom, nothing here is unsafe.)
+    #[allow(unused_unsafe)]
     unsafe {
         profiling::below_sampled_limit_or!(
             block,
