@@ -117,6 +117,7 @@ fn samples_survive_thread_exit_and_the_profiler_survives_fork() {
                 }
             });
         }
+        let mut failure = None;
         for round in 0..30 {
             // SAFETY: the child only allocates, snapshots and `_exit`s.
             let child = unsafe { libc::fork() };
@@ -124,9 +125,14 @@ fn samples_survive_thread_exit_and_the_profiler_survives_fork() {
             if child == 0 {
                 child_work();
             }
-            let status = wait_for(child, Duration::from_secs(20));
-            assert_eq!(status, Some(0), "child of round {round} (None: deadlocked)");
+            let status = wait_for(child, Duration::from_secs(10));
+            if status != Some(0) {
+                failure = Some((round, status));
+                break;
+            }
         }
+        // Before any assertion, so that a failure does not leave the scope waiting.
         stop.store(true, Ordering::Relaxed);
+        assert_eq!(failure, None, "(round, child status; None: deadlocked)");
     });
 }
