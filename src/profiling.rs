@@ -287,6 +287,50 @@ pub fn snapshot() -> HeapProfile {
     }
 }
 
+/// Writes the profile in the text format of gperftools' heap profiles (`heap_v2`), which
+/// `pprof` reads and symbolises from the binaries: a header line with the totals and the
+/// sampling interval, one line per stack, `live samples: live bytes [allocated samples:
+/// allocated bytes] @ return addresses`, all as sampled (`pprof` scales them by the
+/// interval), then `MAPPED_LIBRARIES:` and this process's `/proc/self/maps`. For the C
+/// library's `ebbmalloc_prof_dump`, which cannot use the `ebbmalloc-pprof` crate.
+/// Allocates (through the global allocator) like any caller: not for use inside it.
+pub fn write_heap_v2(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let profile = snapshot();
+    let mut total = Counts::default();
+    for stack in &profile.stacks {
+        total.live_samples += stack.counts.live_samples;
+        total.live_sampled_bytes += stack.counts.live_sampled_bytes;
+        total.alloc_samples += stack.counts.alloc_samples;
+        total.alloc_sampled_bytes += stack.counts.alloc_sampled_bytes;
+    }
+    writeln!(
+        out,
+        "heap profile: {}: {} [{}: {}] @ heap_v2/{}",
+        total.live_samples,
+        total.live_sampled_bytes,
+        total.alloc_samples,
+        total.alloc_sampled_bytes,
+        profile.sample_interval_bytes
+    )?;
+    for stack in &profile.stacks {
+        let counts = &stack.counts;
+        write!(
+            out,
+            "{}: {} [{}: {}] @",
+            counts.live_samples,
+            counts.live_sampled_bytes,
+            counts.alloc_samples,
+            counts.alloc_sampled_bytes
+        )?;
+        for frame in &stack.frames {
+            write!(out, " {frame:#x}")?;
+        }
+        writeln!(out)?;
+    }
+    writeln!(out, "\nMAPPED_LIBRARIES:")?;
+    out.write_all(&std::fs::read("/proc/self/maps")?)
+}
+
 /// A stack of the table. `repr(C)`: it lives in memory mapped for the table, valid as
 /// zero bytes (an unused entry has depth 0).
 #[repr(C)]

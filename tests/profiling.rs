@@ -153,6 +153,25 @@ fn sampled_blocks_behave_and_leave_the_live_profile() {
         unsafe { dealloc(block, large) };
     }
 
+    // The C library's dump: gperftools' heap_v2 text, which pprof reads.
+    let path = std::env::temp_dir().join(format!("ebbmalloc-prof-{}.heap", std::process::id()));
+    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { ebbmalloc::c_abi::prof_dump(c_path.as_ptr()) }, 0);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    assert!(
+        header.starts_with("heap profile: ") && header.ends_with("@ heap_v2/16384"),
+        "{header}"
+    );
+    let stack_line = lines.next().unwrap();
+    assert!(stack_line.contains("] @ 0x"), "{stack_line}");
+    assert!(text.contains("\nMAPPED_LIBRARIES:\n"));
+    // SAFETY: null is refused, not read.
+    assert_eq!(unsafe { ebbmalloc::c_abi::prof_dump(std::ptr::null()) }, -1);
+
     profiling::set_active(false);
     let profile = profiling::snapshot();
     assert!(!profile.active);
