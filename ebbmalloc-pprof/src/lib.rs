@@ -105,6 +105,14 @@ impl Symbols {
                     });
                 },
             );
+            // The allocator's functions inlined at a call into the allocator (the
+            // program's frame that allocated) are left out: its leaf is the program's.
+            let inlined_allocator = frames
+                .iter()
+                .take(frames.len().saturating_sub(1))
+                .take_while(|frame| is_allocator_function(&frame.name))
+                .count();
+            frames.drain(..inlined_allocator);
             frames
         })
     }
