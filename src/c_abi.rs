@@ -19,7 +19,7 @@
 
 use crate::fatal::fatal;
 use crate::front::{self, Owner};
-use core::ffi::{c_int, c_void};
+use core::ffi::{c_char, c_int, c_void};
 use core::ptr;
 
 /// The statistics as C sees them (`struct ebbmalloc_stats` in `capi/include/ebbmalloc.h`):
@@ -211,11 +211,45 @@ pub unsafe fn malloc_usable_size(ptr: *mut c_void) -> usize {
     let block = ptr as *mut u8;
     match front::owner_of(block) {
         // SAFETY: a live block of ours.
-        Some(owner @ (Owner::Class(_) | Owner::Large)) => unsafe {
+        Some(owner @ (Owner::Class(_) | Owner::Large | Owner::Sampled)) => unsafe {
             front::usable_size(block, owner)
         },
         _ => fatal("malloc_usable_size(): invalid pointer", block as usize),
     }
+}
+
+/// `ebbmalloc_prof_dump(path)`: writes the heap profile to the file `path` in the text
+/// format `pprof` reads (`ebbmalloc::profiling::write_heap_v2`). 0 on success, -1 with
+/// `errno` set otherwise. Allocates through this allocator, as any C caller would.
+///
+/// # Safety
+/// `path` is null or a NUL-terminated string.
+pub unsafe fn prof_dump(path: *const c_char) -> c_int {
+    use std::os::unix::ffi::OsStrExt;
+    if path.is_null() {
+        crate::os::set_errno(libc::EINVAL);
+        return -1;
+    }
+    // SAFETY: the caller's promise.
+    let path = std::ffi::OsStr::from_bytes(unsafe { core::ffi::CStr::from_ptr(path) }.to_bytes());
+    let written = std::fs::File::create(path).and_then(|file| {
+        let mut out = std::io::BufWriter::new(file);
+        crate::profiling::write_heap_v2(&mut out)?;
+        std::io::Write::flush(&mut out)
+    });
+    match written {
+        Ok(()) => 0,
+        Err(error) => {
+            crate::os::set_errno(error.raw_os_error().unwrap_or(libc::EIO));
+            -1
+        }
+    }
+}
+
+/// `ebbmalloc_prof_set_active(active)`: switches heap profiling on (non-zero) or off
+/// (`ebbmalloc::profiling::set_active`).
+pub fn prof_set_active(active: c_int) {
+    crate::profiling::set_active(active != 0);
 }
 
 /// `malloc_trim(pad)`: runs a full trimming pass; 1 if memory was released.

@@ -13,7 +13,7 @@
 //! back until then (see `trim.rs`).
 
 use crate::c_abi;
-use core::ffi::{c_int, c_void};
+use core::ffi::{c_char, c_int, c_void};
 
 /// Runs when the dynamic loader has loaded and relocated the library.
 extern "C" fn on_load() {
@@ -160,6 +160,22 @@ pub unsafe extern "C" fn ebbmalloc_stats(out: *mut c_abi::CStats) {
 #[no_mangle]
 pub extern "C" fn ebbmalloc_stats_print() {
     crate::print_stats();
+}
+
+/// `ebbmalloc_prof_dump`: writes the heap profile to `path` (see `c_abi::prof_dump`).
+///
+/// # Safety
+/// `path` is null or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn ebbmalloc_prof_dump(path: *const c_char) -> c_int {
+    // SAFETY: the C caller's contract.
+    unsafe { c_abi::prof_dump(path) }
+}
+
+/// `ebbmalloc_prof_set_active`: switches heap profiling on or off.
+#[no_mangle]
+pub extern "C" fn ebbmalloc_prof_set_active(active: c_int) {
+    c_abi::prof_set_active(active);
 }
 
 /// glibc's `mallinfo2`: ebbmalloc's figures in glibc's fields (see `c_abi::MallInfo2`).

@@ -147,6 +147,18 @@ settings! {
         kind: Kind::Bool,
         meaning: "Print the settings at start-up and a line per background trimming pass that released memory.",
     },
+    prof: bool => Prof {
+        env: "EBBMALLOC_PROF",
+        default: "0",
+        kind: Kind::Bool,
+        meaning: "Sample allocations for the heap profiler (`ebbmalloc::profiling`); also switched at run time by `profiling::set_active`.",
+    },
+    prof_sample_bytes: usize => ProfSampleBytes {
+        env: "EBBMALLOC_PROF_SAMPLE",
+        default: "524288",
+        kind: Kind::Number { min: 1, max: 1 << 40 },
+        meaning: "Mean bytes allocated between two samples of the heap profiler (each thread draws its intervals from an exponential distribution).",
+    },
 }
 
 /// How a field of [`Settings`] is kept in its value slot (see [`get`]).
@@ -383,7 +395,11 @@ mod tests {
             "background_thread"
         );
         assert_eq!(SETTINGS[Setting::Verbose as usize].name, "verbose");
-        assert_eq!(SETTINGS.len(), Setting::Verbose as usize + 1);
+        assert_eq!(
+            SETTINGS[Setting::ProfSampleBytes as usize].name,
+            "prof_sample_bytes"
+        );
+        assert_eq!(SETTINGS.len(), Setting::ProfSampleBytes as usize + 1);
         for (index, info) in SETTINGS.iter().enumerate() {
             for other in &SETTINGS[index + 1..] {
                 assert!(

@@ -18,16 +18,25 @@ use crate::chunk_map::{self, ChunkKind};
 use crate::fatal::fatal;
 use crate::large::{self, LargeState};
 use crate::size_class::SizeClass;
-use crate::{layout, lifecycle, os, thread_cache, trim};
+use crate::{layout, lifecycle, os, profiling, thread_cache, trim};
 use core::ptr;
 
 /// A block of at least `size` bytes aligned to `align` (a power of two), or null.
 #[inline(always)]
 pub(crate) fn alloc(size: usize, align: usize) -> *mut u8 {
     match SizeClass::for_layout(size, align) {
-        Some(class) => thread_cache::alloc(class, lifecycle::register_thread),
+        Some(class) => alloc_small(class, size),
         None => alloc_large(size, align, false),
     }
+}
+
+/// A block of `class` for a request of `size` bytes: the thread cache's, or a sampled one
+/// when the heap profiler's countdown runs out (`thread_cache::alloc_counted`).
+#[inline(always)]
+fn alloc_small(class: SizeClass, size: usize) -> *mut u8 {
+    thread_cache::alloc_counted(class, size, lifecycle::register_thread, |class, size| {
+        profiling::alloc_small(size, class.size())
+    })
 }
 
 /// A block for `malloc(size)`: `size` bytes (at least 1) at C's fundamental alignment (8
@@ -36,10 +45,33 @@ pub(crate) fn alloc(size: usize, align: usize) -> *mut u8 {
 /// rather than [`alloc`]'s rounding to the alignment.
 #[inline(always)]
 pub(crate) fn alloc_for_malloc(size: usize) -> *mut u8 {
-    match SizeClass::for_malloc(size) {
-        Some(class) => thread_cache::alloc(class, lifecycle::register_thread),
-        None => alloc_for_malloc_beyond_table(size),
+    if !SizeClass::in_malloc_table(size) {
+        return alloc_for_malloc_beyond_table(size);
     }
+    // The countdown before the class is looked up: the size is then dead when the class
+    // goes into the register of the slow path's first argument, which held the size (1
+    // instruction of the C pair).
+    if thread_cache::count_down(size) {
+        return alloc_for_malloc_sampling(size);
+    }
+    thread_cache::alloc(
+        SizeClass::for_malloc_unchecked(size),
+        lifecycle::register_thread,
+    )
+}
+
+/// [`alloc_for_malloc`] of a size of the table whose countdown ran out.
+#[cold]
+#[inline(never)]
+fn alloc_for_malloc_sampling(size: usize) -> *mut u8 {
+    let Some(class) = SizeClass::for_malloc(size) else {
+        return ptr::null_mut();
+    };
+    let block = profiling::alloc_small(size, class.size());
+    if !block.is_null() {
+        return block;
+    }
+    thread_cache::alloc(class, lifecycle::register_thread)
 }
 
 #[inline(never)]
@@ -56,7 +88,11 @@ fn alloc_for_malloc_beyond_table(size: usize) -> *mut u8 {
 /// A large block (see [`alloc`]); the trimmer hears of it (`trim::tick_large`).
 #[inline(never)]
 fn alloc_large(size: usize, align: usize, zeroed: bool) -> *mut u8 {
-    let block = large::alloc(size, align, zeroed);
+    let block = if thread_cache::count_down(size) {
+        profiling::alloc_large(size, align, zeroed)
+    } else {
+        large::alloc(size, align, zeroed)
+    };
     if block.is_null() {
         os::set_errno_out_of_memory();
     }
@@ -70,7 +106,7 @@ fn alloc_large(size: usize, align: usize, zeroed: bool) -> *mut u8 {
 pub(crate) fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
     match SizeClass::for_layout(size, align) {
         Some(class) => {
-            let block = thread_cache::alloc(class, lifecycle::register_thread);
+            let block = alloc_small(class, size);
             if !block.is_null() {
                 // SAFETY: the block holds at least `size` bytes.
                 unsafe { ptr::write_bytes(block, 0, size) };
@@ -87,6 +123,39 @@ pub(crate) fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
 /// `block` came from this allocator with this `size` and `align` and is not used again.
 #[inline(always)]
 pub(crate) unsafe fn dealloc(block: *mut u8, size: usize, align: usize) {
+    // SAFETY: the caller's promise (a label block does not inherit `unsafe`).
+    unsafe {
+        profiling::below_sampled_limit_or!(
+            block,
+            // SAFETY: the caller's promise.
+            return unsafe { dealloc_low(block, size, align) }
+        );
+        dealloc_sized(block, size, align)
+    }
+}
+
+/// [`dealloc`] of a block below the sampled-block limit (`profiling.rs`): a sampled small block, or
+/// (which never happens while the address space has room above) an ordinary one.
+///
+/// # Safety
+/// As [`dealloc`].
+#[cold]
+#[inline(never)]
+unsafe fn dealloc_low(block: *mut u8, size: usize, align: usize) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        if !profiling::free_small(block) {
+            dealloc_sized(block, size, align);
+        }
+    }
+}
+
+/// [`dealloc`] of a block that is not a sampled small one.
+///
+/// # Safety
+/// As [`dealloc`].
+#[inline(always)]
+unsafe fn dealloc_sized(block: *mut u8, size: usize, align: usize) {
     let class = SizeClass::for_layout(size, align);
     #[cfg(feature = "hardened")]
     check_owner(block, class);
@@ -130,7 +199,11 @@ unsafe fn free_unsized_other(block: *mut u8) {
     }
     match owner_of(block) {
         // SAFETY: `owner_of` found a live large block, which the caller hands back.
-        Some(Owner::Large) => unsafe { large::free(block) },
+        Some(Owner::Large) => unsafe { free_large(block) },
+        // SAFETY: `owner_of` found a live sampled block, which the caller hands back.
+        Some(Owner::Sampled) => unsafe {
+            profiling::free_small(block);
+        },
         // A block of a class that `free_unsized` did not take: not out of its pool.
         Some(Owner::Class(_)) | Some(Owner::Freed) => {
             fatal("free(): double free of", block as usize)
@@ -149,7 +222,19 @@ unsafe fn release(block: *mut u8, class: Option<SizeClass>) {
         // SAFETY: the caller's promise.
         Some(class) => unsafe { thread_cache::free(block, class) },
         // SAFETY: the caller's promise.
-        None => unsafe { large::free(block) },
+        None => unsafe { free_large(block) },
+    }
+}
+
+/// Frees a live large block, ending its profiler record if it was sampled.
+///
+/// # Safety
+/// `block` is a live large block that is not used again.
+unsafe fn free_large(block: *mut u8) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        profiling::forget_large(block);
+        large::free(block);
     }
 }
 
@@ -165,11 +250,58 @@ pub(crate) unsafe fn realloc(
     align: usize,
     new_size: usize,
 ) -> *mut u8 {
+    // SAFETY: the compare reads the limit's word (a label block does not inherit
+    // `unsafe`). (Without the assembly, under loom, nothing here is unsafe.)
+    #[allow(unused_unsafe)]
+    unsafe {
+        profiling::below_sampled_limit_or!(
+            block,
+            // SAFETY: the caller's promise.
+            return unsafe { realloc_low(block, old_size, align, new_size) }
+        );
+    }
     let old_class = SizeClass::for_layout(old_size, align);
     #[cfg(feature = "hardened")]
     check_owner(block, old_class);
     // SAFETY: the caller's promise (checked by `check_owner` when hardened).
     unsafe { resize(block, old_class, old_size, align, new_size) }
+}
+
+/// [`realloc`] of a block below the sampled-block limit (see [`dealloc_low`]).
+///
+/// # Safety
+/// As [`realloc`].
+#[cold]
+#[inline(never)]
+unsafe fn realloc_low(block: *mut u8, old_size: usize, align: usize, new_size: usize) -> *mut u8 {
+    if profiling::small_block_state(block).is_some() {
+        // SAFETY: a sampled block of ours, `old_size` bytes long (the caller's promise).
+        return unsafe { move_sampled(block, old_size, align, new_size) };
+    }
+    let old_class = SizeClass::for_layout(old_size, align);
+    #[cfg(feature = "hardened")]
+    check_owner(block, old_class);
+    // SAFETY: the caller's promise (checked by `check_owner` when hardened).
+    unsafe { resize(block, old_class, old_size, align, new_size) }
+}
+
+/// Moves a sampled small block to a new one of `new_size` bytes aligned to `align`,
+/// keeping `min(keep, new_size)` bytes, and frees it. Null (the block untouched) when
+/// memory is exhausted.
+///
+/// # Safety
+/// `block` is a live sampled small block holding at least `keep` bytes.
+unsafe fn move_sampled(block: *mut u8, keep: usize, align: usize, new_size: usize) -> *mut u8 {
+    let moved = alloc(new_size, align);
+    if !moved.is_null() {
+        // SAFETY: both blocks hold at least the bytes copied and are distinct; the old one
+        // is a live sampled block, which we give up.
+        unsafe {
+            ptr::copy_nonoverlapping(block, moved, keep.min(new_size));
+            profiling::free_small(block);
+        }
+    }
+    moved
 }
 
 /// Resizes a pointer of unknown size (C's `realloc`) to `new_size` bytes aligned to
@@ -183,6 +315,13 @@ pub(crate) unsafe fn realloc_unsized(block: *mut u8, new_size: usize, align: usi
     let owner = match owner_of(block) {
         Some(Owner::Freed) => fatal("realloc(): double free of", block as usize),
         None => fatal("realloc(): invalid pointer", block as usize),
+        Some(Owner::Sampled) => {
+            // SAFETY: `owner_of` found a live sampled block of ours, `usable` bytes long.
+            return unsafe {
+                let usable = usable_size(block, Owner::Sampled);
+                move_sampled(block, usable, align, new_size)
+            };
+        }
         Some(owner) => owner,
     };
     let old_class = match owner {
@@ -215,8 +354,9 @@ unsafe fn resize(
     }
     match (old_class, SizeClass::for_layout(new_size, align)) {
         (Some(old), Some(new)) if old == new => return block,
-        // SAFETY: the caller's promise.
-        (None, None) => {
+        // A sampled large block moves (see `profiling.rs`).
+        // SAFETY: the caller's promise: a live large block.
+        (None, None) if !unsafe { profiling::is_sampled_large(block) } => {
             // SAFETY: the caller's promise.
             let moved = unsafe { large::realloc(block, new_size) };
             if moved.is_null() {
@@ -280,6 +420,8 @@ pub(crate) enum Owner {
     Class(SizeClass),
     /// A live large block.
     Large,
+    /// A live sampled small block (`profiling.rs`).
+    Sampled,
     /// A block that was freed already: a large one, or the start of a block of a live
     /// pool that is back in its pool.
     Freed,
@@ -308,7 +450,11 @@ pub(crate) fn owner_of(ptr: *mut u8) -> Option<Owner> {
                 LargeState::NotABlock => None,
             }
         }
-        ChunkKind::Foreign => None,
+        ChunkKind::Foreign => match profiling::small_block_state(ptr) {
+            Some(0) => Some(Owner::Freed),
+            Some(_) => Some(Owner::Sampled),
+            None => None,
+        },
     }
 }
 
@@ -321,6 +467,7 @@ pub(crate) unsafe fn usable_size(ptr: *mut u8, owner: Owner) -> usize {
         Owner::Class(class) => class.size(),
         // SAFETY: the caller's promise.
         Owner::Large => unsafe { large::usable_size(ptr) },
+        Owner::Sampled => profiling::small_block_state(ptr).unwrap_or(0),
         Owner::Freed => 0,
     }
 }

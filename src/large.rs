@@ -84,6 +84,9 @@ struct LargeHeader {
     map_len: usize,
     /// The block this header describes, to tell it from interior pointers.
     block: *mut u8,
+    /// The heap profiler's record of this block when it was sampled, 0 when not
+    /// (`profiling.rs`; [`sample_record`]).
+    sample: u32,
 }
 
 #[derive(Clone, Copy)]
@@ -479,8 +482,28 @@ unsafe fn set_up(base: *mut u8, offset: usize, map_len: usize) -> *mut u8 {
         (*header).base = base;
         (*header).map_len = map_len;
         (*header).block = ptr;
+        (*header).sample = 0;
         ptr
     }
+}
+
+/// The heap profiler's word of a live large block: 0, or what [`set_sample_record`] stored
+/// since the block was handed out.
+///
+/// # Safety
+/// `ptr` is a live large block of ours.
+pub(crate) unsafe fn sample_record(ptr: *mut u8) -> u32 {
+    // SAFETY: by the caller's promise the header is ours.
+    unsafe { (*header_of(ptr)).sample }
+}
+
+/// Stores the heap profiler's word of a live large block (see [`sample_record`]).
+///
+/// # Safety
+/// `ptr` is a live large block of ours, and the caller its only user.
+pub(crate) unsafe fn set_sample_record(ptr: *mut u8, record: u32) {
+    // SAFETY: by the caller's promise the header is ours.
+    unsafe { (*header_of(ptr)).sample = record };
 }
 
 /// What a header slot says of `ptr`: a live large block, a freed (cached) one, or neither.

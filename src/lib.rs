@@ -39,6 +39,7 @@
 //! front.rs              size -> class; small -> thread cache, large -> large; free/realloc by lookup
 //! lifecycle.rs          process set-up, thread exit, fork: the one place that knows every lock
 //! stats.rs              statistics, assembled from every layer below
+//! profiling.rs          the heap profiler: sampling path, stack table, sampled blocks
 //! thread_cache.rs       per thread, per class LIFO; batches in and out
 //! trim.rs               the trimming pass, the background thread, the slow-path ticker
 //! central.rs            per class: transfer cache of batches, pools binned by fullness
@@ -108,6 +109,7 @@ mod list;
 mod loom_models;
 mod os;
 mod pool;
+pub mod profiling;
 mod sanitizer;
 mod size_class;
 mod stats;

@@ -20,7 +20,7 @@ use crate::config::{self, Setting};
 #[cfg(not(loom))]
 use crate::os;
 use crate::sync::{model_static, AtomicU32, AtomicU64, Ordering, RawMutex};
-use crate::{arena, central, large, thread_cache, trim};
+use crate::{arena, central, large, profiling, thread_cache, trim};
 
 /// States of [`SETUP`], in its low bits; while setting up, the bits above hold the id of
 /// the process whose thread does it (see [`set_up_process`]).
@@ -152,7 +152,8 @@ extern "C" fn on_thread_exit(_value: *mut core::ffi::c_void) {
 /// 3. the class locks, in class order (a refill holds its class lock while it carves a
 ///    pool from the arenas);
 /// 4. the arena lock;
-/// 5. the large-mapping cache lock (held alone).
+/// 5. the large-mapping cache lock (held alone);
+/// 6. the heap profiler's lock (held alone, taken with nothing else held).
 ///
 /// This is the only list of the allocator's locks; a new lock is added here, in its place.
 fn each_lock(mut f: impl FnMut(&RawMutex)) {
@@ -161,6 +162,7 @@ fn each_lock(mut f: impl FnMut(&RawMutex)) {
     central::locks_for_fork().for_each(&mut f);
     f(arena::lock_for_fork());
     f(large::lock_for_fork());
+    f(profiling::lock_for_fork());
 }
 
 /// Takes every lock, so that the child is copied with none held halfway through a change.

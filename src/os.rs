@@ -63,6 +63,37 @@ pub(crate) fn reserve_sparse(size: usize) -> *mut u8 {
     map_with(size, libc::MAP_NORESERVE)
 }
 
+/// Maps `size` bytes of zeroed read-write memory, with no swap reserved for them, exactly at
+/// `address` (page-aligned), or nothing if any of that range is taken: for the heap
+/// profiler's range of sampled blocks, which must lie at a known place. Returns whether
+/// the range is now ours.
+pub(crate) fn reserve_sparse_at(address: usize, size: usize) -> bool {
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; a kernel older than
+    // 4.17 takes it as a hint and may map elsewhere, which is undone below.
+    let p = keeping_errno(|| unsafe {
+        libc::mmap(
+            address as *mut libc::c_void,
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE
+                | libc::MAP_ANONYMOUS
+                | libc::MAP_NORESERVE
+                | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    });
+    if p == libc::MAP_FAILED {
+        return false;
+    }
+    if p as usize != address {
+        // SAFETY: a fresh mapping of ours at the wrong place, never published.
+        unsafe { unmap(p as *mut u8, size) };
+        return false;
+    }
+    true
+}
+
 fn map_with(size: usize, extra_flags: libc::c_int) -> *mut u8 {
     // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches
     // no existing memory.
@@ -235,6 +266,70 @@ pub(crate) fn random_words() -> [u64; 2] {
         mix(stack ^ now_ms() as u64),
         mix(code.rotate_left(32) ^ stack),
     ]
+}
+
+/// Fills `frames` with the return addresses of the calling thread's stack, innermost first,
+/// starting with the caller of this function; returns how many it wrote (at most
+/// `frames.len()`). Walks the stack with the C unwinder (`_Unwind_Backtrace`, from
+/// libgcc_s, which Rust's standard library links), which needs no frame pointers. The
+/// unwinder may call `malloc` the first time it looks an object's unwind tables up: the
+/// caller must be ready for that re-entry (see `profiling.rs`).
+#[inline(never)]
+pub(crate) fn capture_stack(frames: &mut [usize]) -> usize {
+    /// What the unwinder hands our callback, per frame.
+    #[repr(C)]
+    struct Walk {
+        frames: *mut usize,
+        capacity: usize,
+        len: usize,
+        /// Frames still to skip: this function's own.
+        skip: usize,
+    }
+    #[allow(non_camel_case_types)]
+    type _Unwind_Context = libc::c_void;
+    /// `_URC_NO_REASON`: go on; `_URC_END_OF_STACK`: stop.
+    const GO_ON: libc::c_int = 0;
+    const STOP: libc::c_int = 5;
+    extern "C" {
+        fn _Unwind_Backtrace(
+            trace: extern "C" fn(*mut _Unwind_Context, *mut libc::c_void) -> libc::c_int,
+            argument: *mut libc::c_void,
+        ) -> libc::c_int;
+        fn _Unwind_GetIP(context: *mut _Unwind_Context) -> usize;
+    }
+    extern "C" fn each_frame(
+        context: *mut _Unwind_Context,
+        argument: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: `argument` is the `Walk` that `capture_stack` passed, alive for the walk;
+        // `context` is the unwinder's, valid during this call.
+        unsafe {
+            let walk = &mut *(argument as *mut Walk);
+            if walk.skip > 0 {
+                walk.skip -= 1;
+                return GO_ON;
+            }
+            let ip = _Unwind_GetIP(context);
+            if ip == 0 || walk.len == walk.capacity {
+                return STOP;
+            }
+            *walk.frames.add(walk.len) = ip;
+            walk.len += 1;
+            GO_ON
+        }
+    }
+    let mut walk = Walk {
+        frames: frames.as_mut_ptr(),
+        capacity: frames.len(),
+        len: 0,
+        skip: 1,
+    };
+    // SAFETY: the callback writes at most `capacity` frames into `frames`, which outlives
+    // the call; the unwinder only reads this thread's stack.
+    keeping_errno(|| unsafe {
+        _Unwind_Backtrace(each_frame, &mut walk as *mut Walk as *mut libc::c_void)
+    });
+    walk.len
 }
 
 /// splitmix64's finaliser: a 64-bit word whose every bit depends on every bit of `z`.

@@ -28,6 +28,7 @@ use crate::consts::{MAX_CLASS_SIZE, PAGE_SIZE, USABLE_PAGES};
 pub(crate) const NUM_CLASSES: usize = 51;
 /// Sizes up to this many bytes are mapped by table lookup.
 const TABLE_MAX: usize = 1024;
+const _: () = assert!(TABLE_MAX % 16 == 0 && TABLE_MAX >= 128);
 
 /// A size class index, always `< NUM_CLASSES`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -117,8 +118,12 @@ impl SizeClass {
         if align <= 16 {
             // Every class is 8-aligned and every multiple of 16 is a 16-aligned class, so a
             // size rounded up to the alignment finds an aligned class.
-            let size = (size + align - 1) & !(align - 1);
-            if size <= TABLE_MAX {
+            let padded = size + align - 1;
+            let size = padded & !(align - 1);
+            // `size <= TABLE_MAX`, tested on `padded` (`TABLE_MAX` is a multiple of
+            // `align`): the rounding then costs the common case nothing but the index
+            // (2 instructions of every Rust `alloc` and `dealloc` of a constant alignment).
+            if padded < TABLE_MAX + align {
                 // SAFETY: `(size + 7) / 8 <= TABLE_MAX / 8` and the table has one more entry.
                 return Some(SizeClass(unsafe {
                     *CLASS_TABLE.get_unchecked((size + 7) >> 3)
@@ -128,7 +133,8 @@ impl SizeClass {
             // straight saves their path a jump (seen under callgrind).
             unlikely();
             if size <= MAX_CLASS_SIZE {
-                return Some(SizeClass(class_index_by_arithmetic(size)));
+                // `size > TABLE_MAX >= 128`.
+                return Some(SizeClass(class_index_above_128(size)));
             }
             return None;
         }
@@ -148,6 +154,21 @@ impl SizeClass {
             }));
         }
         None
+    }
+
+    /// Whether `size` is in the table of [`SizeClass::for_malloc`].
+    #[inline(always)]
+    pub(crate) fn in_malloc_table(size: usize) -> bool {
+        size <= TABLE_MAX
+    }
+
+    /// [`SizeClass::for_malloc`] of a size that [`SizeClass::in_malloc_table`] accepts.
+    #[inline(always)]
+    pub(crate) fn for_malloc_unchecked(size: usize) -> SizeClass {
+        debug_assert!(Self::in_malloc_table(size));
+        // SAFETY: `size <= TABLE_MAX` (the caller's check) and the table has `TABLE_MAX +
+        // 1` entries.
+        SizeClass(unsafe { *MALLOC_CLASS_TABLE.get_unchecked(size.min(TABLE_MAX)) })
     }
 
     /// The alignment > 16 case of [`SizeClass::for_layout`]: walk up from the class of the
@@ -190,6 +211,15 @@ const fn class_index_by_arithmetic(size: usize) -> u8 {
         // 80, 96, 112, 128 are classes 7..=10.
         return (6 + (size - 64).div_ceil(16)) as u8;
     }
+    class_index_above_128(size)
+}
+
+/// [`class_index_by_arithmetic`] of a size in `129..=MAX_CLASS_SIZE`. Always inlined: the
+/// branch of [`SizeClass::for_layout`] beyond the table, out of line, would cost the Rust
+/// fast path a saved register, and the tests for smaller sizes would cost that branch six
+/// instructions.
+#[inline(always)]
+const fn class_index_above_128(size: usize) -> u8 {
     // 2^p < size <= 2^(p+1), p >= 7: classes 2^p + k * 2^(p-2), k = 1..=4.
     let p = (usize::BITS - 1 - (size - 1).leading_zeros()) as usize;
     let k = ((size - 1) >> (p - 2)) & 3;

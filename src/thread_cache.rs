@@ -171,6 +171,23 @@ pub(crate) struct ThreadCache {
     seen_epoch: AtomicU32,
     /// Its place in the registry (while active).
     links: Links<ThreadCache>,
+    /// The heap profiler's countdown and generator (`profiling.rs`).
+    sampler: Sampler,
+}
+
+/// The heap profiler's state of one thread. Only the owner reads or writes it (the trimmer
+/// and the statistics never do), so the owner may touch it outside an operation.
+#[repr(C)]
+pub(crate) struct Sampler {
+    /// Bytes this thread may still allocate before its next sample: an allocation larger
+    /// than what is left takes the sampling path ([`count_down`]). 0 in a fresh thread, so
+    /// its first allocation sets it.
+    pub(crate) countdown: usize,
+    /// The thread's random number generator (0 until seeded).
+    pub(crate) random: u64,
+    /// The thread is capturing a stack for a sample: its allocations meanwhile are not
+    /// sampled.
+    pub(crate) busy: bool,
 }
 
 // SAFETY: `links` is a field of the node itself.
@@ -217,6 +234,7 @@ fn this_thread() -> *mut ThreadCache {
             free_mark: 0,
             seen_epoch: AtomicU32::new(0),
             links: Links::new(),
+            sampler: Sampler { countdown: 0, random: 0, busy: false },
         });
     }
     CACHE.with(|cache| cache.get())
@@ -236,6 +254,75 @@ unsafe fn bin(cache: *mut ThreadCache, class: SizeClass) -> *mut Bin {
     }
 }
 
+/// A block of `class` for a request of `size` bytes, as [`alloc`] gives, unless `size`
+/// takes this thread's sampling countdown below zero: then `sample(class, size)` (the heap
+/// profiler's sampling path, `profiling.rs`, which sets the next countdown) gives the
+/// block, or declines with null and [`alloc`] does. (`sample` takes its arguments rather
+/// than capturing them: a capture would put them on the fast path's stack.)
+///
+/// The countdown is owner-only state (see [`Sampler`]), counted outside an operation: one
+/// subtraction from memory and a branch.
+#[inline(always)]
+pub(crate) fn alloc_counted(
+    class: SizeClass,
+    size: usize,
+    register_thread: impl FnOnce() -> bool,
+    sample: impl FnOnce(SizeClass, usize) -> *mut u8,
+) -> *mut u8 {
+    let cache = this_thread();
+    // SAFETY: the cache is this thread's.
+    if unsafe { count_down_in(cache, size) } {
+        return alloc_sampling(class, size, register_thread, sample);
+    }
+    alloc_in(cache, class, register_thread)
+}
+
+/// [`alloc_counted`] when the countdown ran out.
+#[cold]
+#[inline(never)]
+fn alloc_sampling(
+    class: SizeClass,
+    size: usize,
+    register_thread: impl FnOnce() -> bool,
+    sample: impl FnOnce(SizeClass, usize) -> *mut u8,
+) -> *mut u8 {
+    let block = sample(class, size);
+    if !block.is_null() {
+        return block;
+    }
+    alloc(class, register_thread)
+}
+
+/// Counts `size` bytes down from this thread's sampling countdown (see [`alloc_counted`]);
+/// true when they take it below zero.
+#[inline(always)]
+pub(crate) fn count_down(size: usize) -> bool {
+    // SAFETY: the cache is this thread's.
+    unsafe { count_down_in(this_thread(), size) }
+}
+
+/// [`count_down`] in `cache`.
+///
+/// # Safety
+/// `cache` is this thread's cache.
+#[inline(always)]
+unsafe fn count_down_in(cache: *mut ThreadCache, size: usize) -> bool {
+    // SAFETY: by the caller's promise; the sampler is touched by its owner only.
+    unsafe {
+        let countdown = ptr::addr_of_mut!((*cache).sampler.countdown);
+        let (left, expired) = (*countdown).overflowing_sub(size);
+        *countdown = left;
+        expired
+    }
+}
+
+/// This thread's sampler, for the heap profiler. Only this thread may touch it.
+pub(crate) fn sampler() -> *mut Sampler {
+    let cache = this_thread();
+    // SAFETY: a field address of this thread's cache, computed without reading it.
+    unsafe { ptr::addr_of_mut!((*cache).sampler) }
+}
+
 /// A block of `class`, or null when memory is exhausted.
 ///
 /// `register_thread` is called once per thread, when its cache is first set up: it
@@ -243,18 +330,32 @@ unsafe fn bin(cache: *mut ThreadCache, class: SizeClass) -> *mut Bin {
 /// process up, and returns false when it cannot yet (set-up under way). It is
 /// `lifecycle::register_thread`, passed down by the front so that this layer never calls
 /// the lifecycle layer above it (and the loom models can pass their own).
-#[cfg(not(feature = "hardened"))]
 #[inline(always)]
 pub(crate) fn alloc(class: SizeClass, register_thread: impl FnOnce() -> bool) -> *mut u8 {
-    alloc_unchecked(class, register_thread)
+    alloc_in(this_thread(), class, register_thread)
+}
+
+/// [`alloc`] from `cache`, this thread's cache.
+#[cfg(not(feature = "hardened"))]
+#[inline(always)]
+fn alloc_in(
+    cache: *mut ThreadCache,
+    class: SizeClass,
+    register_thread: impl FnOnce() -> bool,
+) -> *mut u8 {
+    alloc_unchecked(cache, class, register_thread)
 }
 
 /// A block of `class`, or null when memory is exhausted; marked live (see `hardened.rs`).
 /// `register_thread` as in the default build's `alloc`.
 #[cfg(feature = "hardened")]
 #[inline(always)]
-pub(crate) fn alloc(class: SizeClass, register_thread: impl FnOnce() -> bool) -> *mut u8 {
-    let block = alloc_unchecked(class, register_thread);
+fn alloc_in(
+    cache: *mut ThreadCache,
+    class: SizeClass,
+    register_thread: impl FnOnce() -> bool,
+) -> *mut u8 {
+    let block = alloc_unchecked(cache, class, register_thread);
     if !block.is_null() {
         // SAFETY: the block was just taken off a free list of the class.
         unsafe { crate::hardened::on_alloc(block, class) };
@@ -310,8 +411,11 @@ macro_rules! pass_floor_or {
 }
 
 #[inline(always)]
-fn alloc_unchecked(class: SizeClass, register_thread: impl FnOnce() -> bool) -> *mut u8 {
-    let cache = this_thread();
+fn alloc_unchecked(
+    cache: *mut ThreadCache,
+    class: SizeClass,
+    register_thread: impl FnOnce() -> bool,
+) -> *mut u8 {
     // SAFETY: the cache is this thread's; a non-null head is a free block of the class.
     unsafe {
         enter(cache);
@@ -321,7 +425,7 @@ fn alloc_unchecked(class: SizeClass, register_thread: impl FnOnce() -> bool) -> 
             alloc: block,
             cache,
             // SAFETY: the cache is ours (a label block does not inherit `unsafe`).
-            return unsafe { alloc_slow(cache, class, register_thread) }
+            return unsafe { alloc_slow(class, cache, register_thread) }
         );
         unlink_head(bin, block, class);
         leave(cache);
@@ -394,13 +498,17 @@ pub(crate) unsafe fn free(block: *mut u8, class: SizeClass) {
 /// memory is exhausted. (Or the trimmer's floor, see the top comment: then the list may
 /// still hold blocks.) Entered inside an operation, which it ends.
 ///
+/// The class comes first: the C `malloc` fast path then loads it into the register of the
+/// first argument once the size that register held is dead (see
+/// `front::alloc_for_malloc`), with no move.
+///
 /// # Safety
 /// `cache` is this thread's cache.
 #[cold]
 #[inline(never)]
 unsafe fn alloc_slow(
-    cache: *mut ThreadCache,
     class: SizeClass,
+    cache: *mut ThreadCache,
     register_thread: impl FnOnce() -> bool,
 ) -> *mut u8 {
     // SAFETY: by the caller's promise; a non-null head is a free block of the class.

@@ -69,13 +69,16 @@ mod block {
         let block: *mut u8;
         // SAFETY: reads the block's offset from the thread pointer out of the GOT and adds
         // the thread pointer (`%fs:0` holds its own address on x86_64 Linux). Both are
-        // constant for the calling thread, so the result may be reused within it (`pure`).
+        // constant for the calling thread, so the result may be reused within it (`pure`),
+        // also across stores to memory (`nomem`: the words it reads never change; with
+        // `readonly` a store in between, such as the heap profiler's countdown, made the
+        // compiler compute the block's address again).
         unsafe {
             core::arch::asm!(
                 "mov {block}, qword ptr [rip + ebbmalloc_thread_block_v0@GOTTPOFF]",
                 "add {block}, qword ptr fs:[0]",
                 block = out(reg) block,
-                options(pure, readonly, nostack),
+                options(pure, nomem, nostack),
             );
         }
         block

@@ -63,6 +63,12 @@ void ebbmalloc_stats(struct ebbmalloc_stats *out);
 /* Prints the statistics table to stderr. */
 void ebbmalloc_stats_print(void);
 
+/* Heap profiling (also switched on by EBBMALLOC_PROF=1; interval EBBMALLOC_PROF_SAMPLE).
+ * ebbmalloc_prof_dump writes the sampled heap to `path` in the text format pprof reads
+ * ("heap_v2", then MAPPED_LIBRARIES): `pprof -top program path`. 0, or -1 with errno. */
+void ebbmalloc_prof_set_active(int active);
+int ebbmalloc_prof_dump(const char *path);
+
 /* C23 sized deallocation, for C libraries older than C23. */
 void free_sized(void *ptr, size_t size);
 void free_aligned_sized(void *ptr, size_t alignment, size_t size);
