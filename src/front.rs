@@ -34,9 +34,13 @@ pub(crate) fn alloc(size: usize, align: usize) -> *mut u8 {
 /// when the heap profiler's countdown runs out (`thread_cache::alloc_counted`).
 #[inline(always)]
 fn alloc_small(class: SizeClass, size: usize) -> *mut u8 {
-    thread_cache::alloc_counted(class, size, lifecycle::register_thread, |class, size| {
-        profiling::alloc_small(size, class.size())
-    })
+    thread_cache::alloc_counted(class, size, lifecycle::register_thread, sample_small)
+}
+
+/// The heap profiler's block of `class` for a request of `size` bytes, or null when it
+/// declines (the sampling path of [`alloc_small`] and [`alloc_for_malloc`]).
+fn sample_small(class: SizeClass, size: usize) -> *mut u8 {
+    profiling::alloc_small(size, class.size())
 }
 
 /// A block for `malloc(size)`: `size` bytes (at least 1) at C's fundamental alignment (8
@@ -64,14 +68,12 @@ pub(crate) fn alloc_for_malloc(size: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 fn alloc_for_malloc_sampling(size: usize) -> *mut u8 {
-    let Some(class) = SizeClass::for_malloc(size) else {
-        return ptr::null_mut();
-    };
-    let block = profiling::alloc_small(size, class.size());
-    if !block.is_null() {
-        return block;
-    }
-    thread_cache::alloc(class, lifecycle::register_thread)
+    thread_cache::alloc_sampling(
+        SizeClass::for_malloc_unchecked(size),
+        size,
+        lifecycle::register_thread,
+        sample_small,
+    )
 }
 
 #[inline(never)]
@@ -260,11 +262,8 @@ pub(crate) unsafe fn realloc(
             return unsafe { realloc_low(block, old_size, align, new_size) }
         );
     }
-    let old_class = SizeClass::for_layout(old_size, align);
-    #[cfg(feature = "hardened")]
-    check_owner(block, old_class);
-    // SAFETY: the caller's promise (checked by `check_owner` when hardened).
-    unsafe { resize(block, old_class, old_size, align, new_size) }
+    // SAFETY: the caller's promise.
+    unsafe { realloc_sized(block, old_size, align, new_size) }
 }
 
 /// [`realloc`] of a block below the sampled-block limit (see [`dealloc_low`]).
@@ -278,6 +277,16 @@ unsafe fn realloc_low(block: *mut u8, old_size: usize, align: usize, new_size: u
         // SAFETY: a sampled block of ours, `old_size` bytes long (the caller's promise).
         return unsafe { move_sampled(block, old_size, align, new_size) };
     }
+    // SAFETY: the caller's promise.
+    unsafe { realloc_sized(block, old_size, align, new_size) }
+}
+
+/// [`realloc`] of a block that is not a sampled small one.
+///
+/// # Safety
+/// As [`realloc`].
+#[inline(always)]
+unsafe fn realloc_sized(block: *mut u8, old_size: usize, align: usize, new_size: usize) -> *mut u8 {
     let old_class = SizeClass::for_layout(old_size, align);
     #[cfg(feature = "hardened")]
     check_owner(block, old_class);

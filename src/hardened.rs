@@ -63,10 +63,10 @@ pub(crate) fn seed() {
 
 /// A random word (for shuffling; any thread, no lock).
 fn random() -> u64 {
-    const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+    use crate::os::WEYL_STEP;
     crate::os::mix(
-        RNG.fetch_add(GOLDEN, Ordering::Relaxed)
-            .wrapping_add(GOLDEN),
+        RNG.fetch_add(WEYL_STEP, Ordering::Relaxed)
+            .wrapping_add(WEYL_STEP),
     )
 }
 

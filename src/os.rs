@@ -68,38 +68,37 @@ pub(crate) fn reserve_sparse(size: usize) -> *mut u8 {
 /// profiler's range of sampled blocks, which must lie at a known place. Returns whether
 /// the range is now ours.
 pub(crate) fn reserve_sparse_at(address: usize, size: usize) -> bool {
-    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; a kernel older than
-    // 4.17 takes it as a hint and may map elsewhere, which is undone below.
-    let p = keeping_errno(|| unsafe {
-        libc::mmap(
-            address as *mut libc::c_void,
-            size,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE
-                | libc::MAP_ANONYMOUS
-                | libc::MAP_NORESERVE
-                | libc::MAP_FIXED_NOREPLACE,
-            -1,
-            0,
-        )
-    });
-    if p == libc::MAP_FAILED {
+    // MAP_FIXED_NOREPLACE never replaces an existing mapping; a kernel older than 4.17
+    // takes it as a hint and may map elsewhere, which is undone below.
+    let p = map_at(
+        address as *mut u8,
+        size,
+        libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE,
+    );
+    if p.is_null() {
         return false;
     }
     if p as usize != address {
         // SAFETY: a fresh mapping of ours at the wrong place, never published.
-        unsafe { unmap(p as *mut u8, size) };
+        unsafe { unmap(p, size) };
         return false;
     }
     true
 }
 
 fn map_with(size: usize, extra_flags: libc::c_int) -> *mut u8 {
-    // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches
-    // no existing memory.
+    map_at(ptr::null_mut(), size, extra_flags)
+}
+
+/// An anonymous private read-write mapping of `size` bytes, at `address` as a hint (null:
+/// the kernel's choice), or null when the OS refuses. `extra_flags` may not include
+/// `MAP_FIXED`, which would replace what is there.
+fn map_at(address: *mut u8, size: usize, extra_flags: libc::c_int) -> *mut u8 {
+    debug_assert!(extra_flags & libc::MAP_FIXED == 0);
+    // SAFETY: an anonymous private mapping without MAP_FIXED touches no existing memory.
     let p = keeping_errno(|| unsafe {
         libc::mmap(
-            ptr::null_mut(),
+            address as *mut libc::c_void,
             size,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | extra_flags,
@@ -331,6 +330,10 @@ pub(crate) fn capture_stack(frames: &mut [usize]) -> usize {
     });
     walk.len
 }
+
+/// The step of the Weyl sequences whose terms [`mix`] turns into random words (splitmix64:
+/// the hardened build's shuffling, the heap profiler's per-thread generator).
+pub(crate) const WEYL_STEP: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// splitmix64's finaliser: a 64-bit word whose every bit depends on every bit of `z`.
 pub(crate) fn mix(mut z: u64) -> u64 {

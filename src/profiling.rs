@@ -578,7 +578,7 @@ fn draw_countdown(random: &mut u64) -> usize {
         *random = os::random_words()[0] | 1;
     }
     // splitmix64: a Weyl sequence through a mixer.
-    *random = random.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    *random = random.wrapping_add(os::WEYL_STEP);
     let bits = os::mix(*random) >> 11;
     // Uniform in (0, 1].
     let uniform = (bits + 1) as f64 * (1.0 / (1u64 << 53) as f64);

@@ -144,16 +144,11 @@ impl SizeClass {
     /// The class `malloc(size)` takes when `size` is at most [`TABLE_MAX`] bytes: that of
     /// `size` (at least 1) at C's fundamental alignment, 8 for up to 8 bytes and 16 above,
     /// in one table load indexed by the size itself. `None` for larger sizes (see
-    /// `front::alloc_for_malloc`).
-    #[inline(always)]
+    /// `front::alloc_for_malloc`, which takes the two steps, [`SizeClass::in_malloc_table`]
+    /// and [`SizeClass::for_malloc_unchecked`], apart).
+    #[cfg(test)]
     pub(crate) fn for_malloc(size: usize) -> Option<SizeClass> {
-        if size <= TABLE_MAX {
-            // SAFETY: `size <= TABLE_MAX` and the table has `TABLE_MAX + 1` entries.
-            return Some(SizeClass(unsafe {
-                *MALLOC_CLASS_TABLE.get_unchecked(size)
-            }));
-        }
-        None
+        Self::in_malloc_table(size).then(|| Self::for_malloc_unchecked(size))
     }
 
     /// Whether `size` is in the table of [`SizeClass::for_malloc`].

@@ -277,10 +277,10 @@ pub(crate) fn alloc_counted(
     alloc_in(cache, class, register_thread)
 }
 
-/// [`alloc_counted`] when the countdown ran out.
+/// [`alloc_counted`] when the countdown ran out (and C `malloc`'s, `front.rs`).
 #[cold]
 #[inline(never)]
-fn alloc_sampling(
+pub(crate) fn alloc_sampling(
     class: SizeClass,
     size: usize,
     register_thread: impl FnOnce() -> bool,
