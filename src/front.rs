@@ -370,6 +370,9 @@ unsafe fn resize(
             let moved = unsafe { large::realloc(block, new_size) };
             if moved.is_null() {
                 os::set_errno_out_of_memory();
+            } else {
+                // SAFETY: the resized block is live, unsampled (as it was) and ours.
+                unsafe { profiling::count_resized_large(moved, new_size) };
             }
             trim::tick_large(thread_cache::reclaim_idle_caches);
             return moved;

@@ -117,6 +117,7 @@ mod sync;
 mod thread_cache;
 mod tls;
 mod trim;
+mod unwind;
 
 pub use config::{Purge, SettingInfo, Settings, SETTINGS};
 

@@ -4,7 +4,9 @@
 //! the C library; it is the bottom layer and depends on nothing of ours but `consts`, so
 //! the logic above it can be run against another `os` (a mock under Miri or loom).
 //!
-//! Every function is safe to call from inside `malloc`: none allocates or takes a lock.
+//! Every function is safe to call from inside `malloc`: none allocates or takes a lock of
+//! ours (the loader's lookups, [`unwind_entry`] and [`objects_unloaded`], take glibc's
+//! recursive loader lock for a moment).
 //!
 //! **errno.** A successful `malloc`, `realloc` or `free` leaves `errno` as it found it, yet
 //! on its way it may make system calls that fail harmlessly (an `mremap` in place that finds
@@ -268,20 +270,22 @@ pub(crate) fn random_words() -> [u64; 2] {
 }
 
 /// Fills `frames` with the return addresses of the calling thread's stack, innermost first,
-/// starting with the caller of this function; returns how many it wrote (at most
-/// `frames.len()`). Walks the stack with the C unwinder (`_Unwind_Backtrace`, from
-/// libgcc_s, which Rust's standard library links), which needs no frame pointers. The
-/// unwinder may call `malloc` the first time it looks an object's unwind tables up: the
-/// caller must be ready for that re-entry (see `profiling.rs`).
+/// leaving out the `skip` innermost frames (this function's own is always left out, so
+/// `skip == 0` starts with the return address into its caller); returns how many it wrote
+/// (at most `frames.len()`). Walks the stack with the C unwinder (`_Unwind_Backtrace`, from
+/// libgcc_s, which Rust's standard library links), which needs no frame pointers. It is the
+/// profiler's fallback for stacks that `unwind.rs` cannot walk itself. The unwinder may call
+/// `malloc` the first time it looks an object's unwind tables up: the caller must be ready
+/// for that re-entry (see `profiling.rs`).
 #[inline(never)]
-pub(crate) fn capture_stack(frames: &mut [usize]) -> usize {
+pub(crate) fn backtrace_with_unwinder(frames: &mut [usize], skip: usize) -> usize {
     /// What the unwinder hands our callback, per frame.
     #[repr(C)]
     struct Walk {
         frames: *mut usize,
         capacity: usize,
         len: usize,
-        /// Frames still to skip: this function's own.
+        /// Frames still to skip.
         skip: usize,
     }
     #[allow(non_camel_case_types)]
@@ -300,8 +304,8 @@ pub(crate) fn capture_stack(frames: &mut [usize]) -> usize {
         context: *mut _Unwind_Context,
         argument: *mut libc::c_void,
     ) -> libc::c_int {
-        // SAFETY: `argument` is the `Walk` that `capture_stack` passed, alive for the walk;
-        // `context` is the unwinder's, valid during this call.
+        // SAFETY: `argument` is the `Walk` that `backtrace_with_unwinder` passed, alive for
+        // the walk; `context` is the unwinder's, valid during this call.
         unsafe {
             let walk = &mut *(argument as *mut Walk);
             if walk.skip > 0 {
@@ -321,7 +325,7 @@ pub(crate) fn capture_stack(frames: &mut [usize]) -> usize {
         frames: frames.as_mut_ptr(),
         capacity: frames.len(),
         len: 0,
-        skip: 1,
+        skip: skip + 1,
     };
     // SAFETY: the callback writes at most `capacity` frames into `frames`, which outlives
     // the call; the unwinder only reads this thread's stack.
@@ -329,6 +333,62 @@ pub(crate) fn capture_stack(frames: &mut [usize]) -> usize {
         _Unwind_Backtrace(each_frame, &mut walk as *mut Walk as *mut libc::c_void)
     });
     walk.len
+}
+
+/// The unwind table entry (DWARF frame description entry, in a loaded object's
+/// `.eh_frame`) that covers the code address `pc`, and the start of the function it
+/// describes; `None` where no loaded object describes `pc`. Asks libgcc's
+/// `_Unwind_Find_FDE`, which looks the object up with glibc's `_dl_find_object` (or
+/// `dl_iterate_phdr`) and binary-searches its `.eh_frame_hdr`. The entry stays readable
+/// while the object stays loaded.
+pub(crate) fn unwind_entry(pc: usize) -> Option<(*const u8, usize)> {
+    /// libgcc's `struct dwarf_eh_bases`.
+    #[repr(C)]
+    struct Bases {
+        text: usize,
+        data: usize,
+        function: usize,
+    }
+    extern "C" {
+        fn _Unwind_Find_FDE(pc: *mut libc::c_void, bases: *mut Bases) -> *const u8;
+    }
+    let mut bases = Bases {
+        text: 0,
+        data: 0,
+        function: 0,
+    };
+    // SAFETY: `_Unwind_Find_FDE` only reads the loader's tables and writes `bases`, which
+    // we own.
+    let entry = keeping_errno(|| unsafe { _Unwind_Find_FDE(pc as *mut libc::c_void, &mut bases) });
+    (!entry.is_null()).then_some((entry, bases.function))
+}
+
+/// How many objects the dynamic loader has unloaded (`dlclose`) since the process
+/// started: the unwinder's cache of unwind rules is only good for code that stayed where
+/// it was.
+pub(crate) fn objects_unloaded() -> u64 {
+    unsafe extern "C" fn first_object(
+        info: *mut libc::dl_phdr_info,
+        size: libc::size_t,
+        unloaded: *mut libc::c_void,
+    ) -> libc::c_int {
+        let has_counts = size
+            >= core::mem::offset_of!(libc::dl_phdr_info, dlpi_subs) + core::mem::size_of::<u64>();
+        // SAFETY: `info` is glibc's, valid during the call, and holds `dlpi_subs` when
+        // `size` covers it; `unloaded` is the `u64` that `objects_unloaded` passed.
+        unsafe { *(unloaded as *mut u64) = if has_counts { (*info).dlpi_subs } else { 0 } };
+        // Nonzero: one object is enough, the counts are the same in every one.
+        1
+    }
+    let mut unloaded = 0u64;
+    // SAFETY: the callback writes only `unloaded`, which outlives the call.
+    keeping_errno(|| unsafe {
+        libc::dl_iterate_phdr(
+            Some(first_object),
+            &mut unloaded as *mut u64 as *mut libc::c_void,
+        )
+    });
+    unloaded
 }
 
 /// The step of the Weyl sequences whose terms [`mix`] turns into random words (splitmix64:

@@ -66,7 +66,7 @@ use crate::config::{self, Setting};
 use crate::consts::{MAX_CLASS_SIZE, PAGE_SIZE};
 use crate::fatal::fatal;
 use crate::sync::{model_static, Mutex, Ordering, RawMutex};
-use crate::{large, os, thread_cache};
+use crate::{large, os, thread_cache, unwind};
 use core::ptr;
 
 /// The most frames recorded of a stack.
@@ -592,7 +592,7 @@ fn capture(frames: &mut [usize; MAX_DEPTH]) -> usize {
     let sampler = thread_cache::sampler();
     // SAFETY: the sampler is this thread's, and only this thread touches it.
     unsafe { (*sampler).busy = true };
-    let depth = os::capture_stack(frames);
+    let depth = unwind::capture_stack(frames);
     // SAFETY: as above.
     unsafe { (*sampler).busy = false };
     depth
@@ -640,29 +640,53 @@ pub(crate) fn alloc_large(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     let mut frames = [0; MAX_DEPTH];
     let depth = capture(&mut frames);
     let block = large::alloc(size, align, zeroed);
-    if block.is_null() {
-        return block;
+    if !block.is_null() {
+        // SAFETY: a live large block that nobody else knows of yet.
+        unsafe { record_large(block, &frames[..depth], size) };
     }
-    // SAFETY: a live large block that nobody else knows of yet.
+    block
+}
+
+/// The sampling path of a large block that `large::realloc` resized in place (or moved
+/// with `mremap`) to `size` bytes: for the sampler, an allocation of the new size, as
+/// jemalloc counts a `realloc`; recorded like a fresh block when sampled. Without this, a
+/// buffer grown from small to huge in place would never be in the profile. (A sampled
+/// large block never gets here: its `realloc` moves it, see the top of this file.)
+///
+/// # Safety
+/// `block` is a live large block of ours, not sampled, that the caller is handing out.
+pub(crate) unsafe fn count_resized_large(block: *mut u8, size: usize) {
+    if !thread_cache::count_down(size) || !take_sample() {
+        return;
+    }
+    let mut frames = [0; MAX_DEPTH];
+    let depth = capture(&mut frames);
+    // SAFETY: the caller's promise.
+    unsafe { record_large(block, &frames[..depth], size) };
+}
+
+/// Records the large block `block` of `size` requested bytes as sampled at `stack`.
+///
+/// # Safety
+/// `block` is a live large block, not sampled, that nobody else uses yet.
+unsafe fn record_large(block: *mut u8, stack: &[usize], size: usize) {
+    // SAFETY: the caller's promise.
     let usable = unsafe { large::usable_size(block) };
-    let record = STATE
-        .lock()
-        .record(&frames[..depth], size, usable, |tables| {
-            if tables.free_large_count > 0 {
-                tables.free_large_count -= 1;
-                Some(tables.free_large[tables.free_large_count] as usize)
-            } else if tables.fresh_large < LARGE_RECORDS {
-                tables.fresh_large += 1;
-                Some(SLOTS + tables.fresh_large - 1)
-            } else {
-                None
-            }
-        });
+    let record = STATE.lock().record(stack, size, usable, |tables| {
+        if tables.free_large_count > 0 {
+            tables.free_large_count -= 1;
+            Some(tables.free_large[tables.free_large_count] as usize)
+        } else if tables.fresh_large < LARGE_RECORDS {
+            tables.fresh_large += 1;
+            Some(SLOTS + tables.fresh_large - 1)
+        } else {
+            None
+        }
+    });
     if let Some(record) = record {
         // SAFETY: the block is live and still only ours.
         unsafe { large::set_sample_record(block, record as u32 + 1) };
     }
-    block
 }
 
 /// Whether `block` (below [`SAMPLED_LIMIT`]) lies in the range of sampled small blocks.

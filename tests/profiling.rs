@@ -153,6 +153,38 @@ fn sampled_blocks_behave_and_leave_the_live_profile() {
         unsafe { dealloc(block, large) };
     }
 
+    // A large block allocated while profiling is off, then grown by `realloc` (in place or
+    // moved by `mremap`) while it is on: the growth is an allocation of the new size for
+    // the sampler, and at this interval it is sampled.
+    profiling::set_active(false);
+    // SAFETY: a valid layout.
+    let unsampled = unsafe { alloc(large) };
+    assert!(!unsampled.is_null());
+    // SAFETY: the block holds 1 MiB.
+    unsafe { unsampled.write_bytes(0x5a, 1 << 20) };
+    profiling::set_active(true);
+    let (_, before_growth) = live_totals();
+    // SAFETY: a live block of this layout.
+    let grown = unsafe { realloc(unsampled, large, 8 << 20) };
+    assert!(!grown.is_null());
+    // SAFETY: the block holds at least the old megabyte.
+    assert!(unsafe { std::slice::from_raw_parts(grown, 1 << 20) }
+        .iter()
+        .all(|&b| b == 0x5a));
+    let (_, after_growth) = live_totals();
+    assert!(
+        after_growth - before_growth > (7 << 20) as f64,
+        "a large block grown by realloc is in the live profile: {before_growth} -> {after_growth}"
+    );
+    let grown_layout = Layout::from_size_align(8 << 20, 8).unwrap();
+    // SAFETY: a live block of this layout.
+    unsafe { dealloc(grown, grown_layout) };
+    let (_, after_free) = live_totals();
+    assert!(
+        after_free - before_growth < (1 << 20) as f64,
+        "the grown block left the live profile: {after_free}"
+    );
+
     // The C library's dump: gperftools' heap_v2 text, which pprof reads.
     let path = std::env::temp_dir().join(format!("ebbmalloc-prof-{}.heap", std::process::id()));
     let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
