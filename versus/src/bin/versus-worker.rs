@@ -7,6 +7,11 @@
 //! (e.g. `--all-features`), the first in the order ebbmalloc, system, jemalloc, mimalloc
 //! wins; the worker reports which one it has (and whether it is the hardened or secure
 //! build) and the driver checks it.
+//!
+//! The ebbmalloc workers also give the server workload the heap profile it serves on
+//! `/debug/pprof/heap`: ebbmalloc's, from `ebbmalloc-pprof`, while profiling is on
+//! (`EBBMALLOC_PROF=1` in the worker's environment). It is off by default, so the benchmark
+//! measures the allocator without it.
 
 #[cfg(any(feature = "alloc-ebbmalloc", feature = "alloc-ebbmalloc-hardened"))]
 #[global_allocator]
@@ -82,6 +87,14 @@ const ALLOC: &str = if cfg!(feature = "alloc-mimalloc-secure") {
 )))]
 const ALLOC: &str = "system";
 
+/// The heap profile while profiling is on (501 from the server otherwise).
+#[cfg(any(feature = "alloc-ebbmalloc", feature = "alloc-ebbmalloc-hardened"))]
+fn heap_profile() -> Option<Vec<u8>> {
+    ebbmalloc::profiling::is_active().then(ebbmalloc_pprof::dump_pprof)
+}
+
 fn main() {
+    #[cfg(any(feature = "alloc-ebbmalloc", feature = "alloc-ebbmalloc-hardened"))]
+    versus_workloads::server::set_heap_profile_source(heap_profile);
     versus_workloads::worker_main(ALLOC);
 }

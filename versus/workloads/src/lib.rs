@@ -239,8 +239,11 @@ pub fn workload(name: &str) -> Option<&'static Workload> {
 
 /// The worker's `main`: parses `--workload NAME [--quick] [--seed N]`, runs the workload
 /// and prints the result line. `alloc` is the name of the worker's global allocator.
+/// `--serve ADDR` runs the `server` workload's server alone on `ADDR` instead, without the
+/// load generator, until the process is killed: for profiling it by hand.
 pub fn worker_main(alloc: &str) {
     let mut workload_name = None;
+    let mut serve_addr = None;
     let mut quick = false;
     let mut seed = DEFAULT_SEED;
     let mut args = std::env::args().skip(1);
@@ -254,6 +257,13 @@ pub fn worker_main(alloc: &str) {
                     .and_then(|s| s.parse().ok())
                     .unwrap_or_else(|| die("--seed needs a number"))
             }
+            "--serve" => {
+                serve_addr = Some(
+                    args.next()
+                        .and_then(|s| s.parse::<std::net::SocketAddr>().ok())
+                        .unwrap_or_else(|| die("--serve needs an address, e.g. 127.0.0.1:8080")),
+                )
+            }
             "--allocator" => {
                 println!("{alloc}");
                 return;
@@ -262,6 +272,11 @@ pub fn worker_main(alloc: &str) {
                 eprintln!(
                     "usage: versus-worker --workload NAME [--quick] [--seed N] | --allocator"
                 );
+                eprintln!(
+                    "       versus-worker [--workload server] --serve ADDR  (the server alone, \
+                     no load, until killed: POST /order, GET {})",
+                    server::HEAP_PROFILE_PATH
+                );
                 for w in WORKLOADS {
                     eprintln!("  {:<13} {}", w.name, w.about);
                 }
@@ -269,6 +284,22 @@ pub fn worker_main(alloc: &str) {
             }
             other => die(&format!("unknown argument {other:?}")),
         }
+    }
+    if let Some(addr) = serve_addr {
+        if workload_name
+            .as_deref()
+            .is_some_and(|name| name != "server")
+        {
+            die("--serve runs the server workload only");
+        }
+        let (runtime, bound) =
+            server::start(addr).unwrap_or_else(|e| die(&format!("cannot serve on {addr}: {e}")));
+        println!(
+            "versus-worker ({alloc}): serving on http://{bound} (POST /order, GET {})",
+            server::HEAP_PROFILE_PATH
+        );
+        runtime.block_on(std::future::pending::<()>());
+        unreachable!("a pending future never completes");
     }
     let name = workload_name.unwrap_or_else(|| die("--workload NAME is required"));
     let w = workload(&name).unwrap_or_else(|| die(&format!("no workload called {name:?}")));

@@ -2,6 +2,14 @@
 //! loopback (127.0.0.1, an ephemeral port) by a built-in load generator: 32 keep-alive
 //! connections, each sending requests one after the other for a fixed time. The load is
 //! bounded in time and count and stops by itself; nothing leaves the machine.
+//!
+//! Besides the orders (a POST on any path), the server answers a GET on
+//! [`HEAP_PROFILE_PATH`], `/debug/pprof/heap`, with the heap profile of the worker's
+//! allocator, as Go's `net/http/pprof` does, so that `go tool pprof` can read it from the
+//! running server. This crate does not know the allocator: the worker binary supplies the
+//! profile through [`set_heap_profile_source`] (the ebbmalloc worker does, from
+//! `ebbmalloc-pprof`); without a source the answer is 501 Not Implemented.
+//! [`start`] runs the server alone, without the load generator (`versus-worker --serve`).
 
 use crate::rng::XorShift;
 use crate::{rss, Better, Kind, Metric, Scale};
@@ -15,6 +23,7 @@ use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -26,6 +35,23 @@ pub const SERVER_THREADS: usize = 2;
 const MAX_REQUESTS_PER_CONNECTION: usize = 1_000_000;
 /// Distinct request bodies the load generator cycles through.
 const BODIES: usize = 16;
+/// Where a GET fetches the heap profile (the path of Go's `net/http/pprof`). Its query,
+/// `?seconds=` and the like, is ignored.
+pub const HEAP_PROFILE_PATH: &str = "/debug/pprof/heap";
+
+/// A heap profile as a gzip-compressed pprof protobuf, or `None` if there is none to give.
+pub type HeapProfileSource = fn() -> Option<Vec<u8>>;
+
+static HEAP_PROFILE_SOURCE: OnceLock<HeapProfileSource> = OnceLock::new();
+
+/// Makes `source` the supplier of the profile a GET on [`HEAP_PROFILE_PATH`] answers with.
+/// Once per process, before serving; panics if a source is set already.
+pub fn set_heap_profile_source(source: HeapProfileSource) {
+    assert!(
+        HEAP_PROFILE_SOURCE.set(source).is_ok(),
+        "a heap profile source is set already"
+    );
+}
 
 #[derive(Serialize, Deserialize)]
 pub struct Order {
@@ -162,7 +188,33 @@ pub fn order_body(rng: &mut XorShift, n: usize) -> Vec<u8> {
     serde_json::to_vec(&order).expect("an order serializes")
 }
 
+/// The answer to a GET on [`HEAP_PROFILE_PATH`]: the source's profile, or 501.
+fn heap_profile() -> Response<Full<Bytes>> {
+    let profile = HEAP_PROFILE_SOURCE.get().and_then(|source| source());
+    let (status, content_type, body) = match profile {
+        Some(profile) => (StatusCode::OK, "application/octet-stream", profile),
+        None => (
+            StatusCode::NOT_IMPLEMENTED,
+            "text/plain; charset=utf-8",
+            b"no heap profile: this worker's allocator gives none, or its profiling is off \
+              (the ebbmalloc worker's is on with EBBMALLOC_PROF=1)\n"
+                .to_vec(),
+        ),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    resp
+}
+
 async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    // One compare of the path (of unequal lengths for the orders' `/order`).
+    if req.uri().path() == HEAP_PROFILE_PATH && req.method() == Method::GET {
+        return Ok(heap_profile());
+    }
     let body = req.into_body().collect().await?.to_bytes();
     let (status, out) = match serde_json::from_slice::<Order>(&body) {
         Ok(order) => (
@@ -178,6 +230,19 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::
         hyper::header::HeaderValue::from_static("application/json"),
     );
     Ok(resp)
+}
+
+/// The server: a runtime of [`SERVER_THREADS`] worker threads serving on a listener bound
+/// to `addr` until the runtime is dropped; and the address bound.
+pub fn start(addr: SocketAddr) -> std::io::Result<(tokio::runtime::Runtime, SocketAddr)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(SERVER_THREADS)
+        .enable_all()
+        .build()?;
+    let listener = runtime.block_on(TcpListener::bind(addr))?;
+    let bound = listener.local_addr()?;
+    runtime.spawn(serve(listener));
+    Ok((runtime, bound))
 }
 
 async fn serve(listener: TcpListener) {
@@ -257,17 +322,9 @@ pub fn run(scale: Scale, seed: u64) -> Vec<Metric> {
     let load = Duration::from_millis(scale.pick(5000, 1000, 200));
     let after = Duration::from_millis(scale.pick(1000, 1000, 20));
 
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(SERVER_THREADS)
-        .enable_all()
-        .build()
-        .expect("server runtime");
-    let listener = server_rt
-        .block_on(TcpListener::bind(("127.0.0.1", 0)))
-        .expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local address");
+    let (server_rt, addr) =
+        start(SocketAddr::from(([127, 0, 0, 1], 0))).expect("a server on 127.0.0.1:0");
     assert!(addr.ip().is_loopback());
-    let server = server_rt.spawn(serve(listener));
 
     let mut rng = XorShift::new(seed);
     let bodies: Vec<Bytes> = (0..BODIES)
@@ -313,7 +370,6 @@ pub fn run(scale: Scale, seed: u64) -> Vec<Metric> {
     // The server stays up, idle, for a second after the load stops.
     std::thread::sleep(after);
     let rss_after = rss::current_kib();
-    server.abort();
     server_rt.shutdown_timeout(Duration::from_secs(1));
 
     let ms = |us: u32| us as f64 / 1000.0;
