@@ -46,7 +46,7 @@
 //!   operand. C's `free` finds no arena there in the chunk map and comes here by its slow
 //!   path, at no cost to its fast path. A freed slot keeps its pages for the next sample
 //!   (freed slots are reused first) while the freed slots' resident pages stay within
-//!   16 MiB, and gives them back beyond the first otherwise;
+//!   4 MiB, and gives them all back otherwise;
 //! - a sampled **large** block is an ordinary large mapping whose header carries the
 //!   index of its record (`large::sample_record`), read when a large block is freed.
 //!
@@ -89,10 +89,12 @@ const RECORDS: usize = SLOTS + LARGE_RECORDS;
 /// Distinct stacks the table holds (a power of two; filled to three quarters at most).
 const STACKS: usize = 1 << 13;
 const MAX_STACKS: usize = STACKS / 4 * 3;
-/// Resident pages that freed slots may keep beyond their first, for the next samples to
-/// reuse without a fault (16 MiB); past it a freed slot gives its pages back.
-const FREE_EXTRA_PAGES_BUDGET: usize = (16 << 20) / PAGE_SIZE;
-const _: () = assert!(SLOT_BYTES / PAGE_SIZE - 1 <= u8::MAX as usize);
+/// Resident pages that freed slots may keep, for the next samples to reuse without a fault
+/// (4 MiB); past it a freed slot gives all its pages back. The first page counts too: with
+/// it left out, a burst of samples (thousands of blocks at a small interval) left a page
+/// per slot resident for good (13 MB in a server after one profile dump at 16 KiB).
+const FREE_RESIDENT_PAGES_BUDGET: usize = (4 << 20) / PAGE_SIZE;
+const _: () = assert!(SLOT_BYTES / PAGE_SIZE <= u8::MAX as usize);
 /// The countdown while profiling is inactive: bytes between two looks at the switch.
 const RECHECK_BYTES: usize = 4 << 20;
 
@@ -370,11 +372,11 @@ struct Tables {
     /// Freed slots, to reuse first (a stack of indices).
     free_slots: [u32; SLOTS],
     free_slot_count: usize,
-    /// Per slot, the pages past its first that may be resident (written by a block).
-    extra_pages: [u8; SLOTS],
-    /// The sum of `extra_pages` over the free slots: at most
-    /// [`FREE_EXTRA_PAGES_BUDGET`].
-    free_extra_pages: usize,
+    /// Per slot, the pages that may be resident (written by a block).
+    resident_pages: [u8; SLOTS],
+    /// The sum of `resident_pages` over the free slots: at most
+    /// [`FREE_RESIDENT_PAGES_BUDGET`].
+    free_resident_pages: usize,
     /// Slots below this index have been used.
     fresh_slot: usize,
     /// Freed large records (indices into `records`).
@@ -616,7 +618,7 @@ pub(crate) fn alloc_small(size: usize, usable: usize) -> *mut u8 {
         if tables.free_slot_count > 0 {
             tables.free_slot_count -= 1;
             let slot = tables.free_slots[tables.free_slot_count] as usize;
-            tables.free_extra_pages -= usize::from(tables.extra_pages[slot]);
+            tables.free_resident_pages -= usize::from(tables.resident_pages[slot]);
             Some(slot)
         } else if tables.fresh_slot < SLOTS {
             tables.fresh_slot += 1;
@@ -735,25 +737,21 @@ pub(crate) unsafe fn free_small(block: *mut u8) -> bool {
     let Some(tables) = state.tables() else {
         return true;
     };
-    // The slot's pages past its first that may be resident: what this block could touch,
-    // or more if an earlier one touched more.
-    let touched = (record.usable.div_ceil(PAGE_SIZE) - 1).min(SLOT_BYTES / PAGE_SIZE - 1);
-    let extra = usize::from(tables.extra_pages[slot]).max(touched);
-    if tables.free_extra_pages + extra <= FREE_EXTRA_PAGES_BUDGET {
+    // The slot's pages that may be resident: what this block could touch, or more if an
+    // earlier one touched more.
+    let touched = record.usable.div_ceil(PAGE_SIZE).min(SLOT_BYTES / PAGE_SIZE);
+    let resident = usize::from(tables.resident_pages[slot]).max(touched);
+    if tables.free_resident_pages + resident <= FREE_RESIDENT_PAGES_BUDGET {
         // Kept for the next sample, which takes the freed slot first: a program that
         // allocates and frees at a steady rate makes no system call and takes no page
         // fault for its samples.
-        tables.extra_pages[slot] = extra as u8;
-        tables.free_extra_pages += extra;
+        tables.resident_pages[slot] = resident as u8;
+        tables.free_resident_pages += resident;
     } else {
-        tables.extra_pages[slot] = 0;
-        if extra > 0 {
-            // SAFETY: the slot's pages past its first are ours and their contents dead;
-            // the slot is not reused before the lock is released.
-            unsafe {
-                os::release_pages(block.add(PAGE_SIZE), extra * PAGE_SIZE, os::Purge::DontNeed)
-            };
-        }
+        tables.resident_pages[slot] = 0;
+        // SAFETY: the slot's pages are ours and their contents dead; the slot is not
+        // reused before the lock is released.
+        unsafe { os::release_pages(block, resident * PAGE_SIZE, os::Purge::DontNeed) };
     }
     tables.free_slots[tables.free_slot_count] = slot as u32;
     tables.free_slot_count += 1;

@@ -20,6 +20,29 @@ fn set_interval(bytes: usize) {
     ebbmalloc::configure(&settings);
 }
 
+/// Resident KiB of the range of sampled small blocks (`profiling.rs`: 1 GiB at 256 MiB),
+/// from the kernel's side.
+fn sampled_range_rss_kib() -> usize {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut in_range = false;
+    for line in smaps.lines() {
+        if let Some((range, _)) = line.split_once(' ') {
+            if let Some((start, _)) = range.split_once('-') {
+                if let Ok(start) = usize::from_str_radix(start, 16) {
+                    in_range = start == 0x1000_0000;
+                    continue;
+                }
+            }
+        }
+        if in_range {
+            if let Some(rss) = line.strip_prefix("Rss:") {
+                return rss.trim().trim_end_matches(" kB").parse().unwrap();
+            }
+        }
+    }
+    panic!("the range of sampled blocks is not mapped");
+}
+
 fn live_totals() -> (u64, f64) {
     let profile = profiling::snapshot();
     profile
@@ -184,6 +207,30 @@ fn sampled_blocks_behave_and_leave_the_live_profile() {
         after_free - before_growth < (1 << 20) as f64,
         "the grown block left the live profile: {after_free}"
     );
+
+    // A burst of samples: thousands of sampled small blocks live at once, then freed. Their
+    // slots' pages go back to the OS beyond a budget of 4 MiB, first pages included.
+    set_interval(1 << 10);
+    let small = Layout::from_size_align(256, 8).unwrap();
+    // SAFETY: a valid layout.
+    let burst: Vec<*mut u8> = (0..25_000).map(|_| unsafe { alloc(small) }).collect();
+    for &block in &burst {
+        assert!(!block.is_null());
+        // SAFETY: the block holds 256 bytes.
+        unsafe { block.write_bytes(1, 256) };
+    }
+    let burst_rss = sampled_range_rss_kib();
+    assert!(burst_rss > 16 << 10, "sampled slots resident: {burst_rss} KiB");
+    for block in burst {
+        // SAFETY: a live block of this layout.
+        unsafe { dealloc(block, small) };
+    }
+    let after_burst = sampled_range_rss_kib();
+    assert!(
+        after_burst <= 4 << 10,
+        "freed sampled slots keep {after_burst} KiB resident (of {burst_rss})"
+    );
+    set_interval(16 << 10);
 
     // The C library's dump: gperftools' heap_v2 text, which pprof reads.
     let path = std::env::temp_dir().join(format!("ebbmalloc-prof-{}.heap", std::process::id()));

@@ -19,7 +19,8 @@
 //! the sampling interval in bytes. The mappings are the loaded objects' executable segments
 //! with their GNU build ids (`dl_iterate_phdr` and the objects' ELF notes), so `pprof` can
 //! symbolise from the binaries; the locations also carry the functions, files and lines
-//! resolved in the process (with the `backtrace` crate), so the profile reads without them.
+//! resolved in the process (with the `backtrace` crate), so the profile reads without them;
+//! the debug information read for that is let go once the profile is built.
 //! The allocator's own frames at the top of each stack are left out.
 
 pub mod proto;
@@ -295,6 +296,11 @@ pub fn to_pprof(profile: &HeapProfile) -> proto::Profile {
         });
     }
     out.string_table = strings.table;
+    // The `backtrace` crate keeps the debug information it parsed to name the functions
+    // (tens of MB for a binary built with debug info) for the life of the process. A
+    // server that serves its profile now and then should not keep that: it is dropped,
+    // and every profile parses it again (some 150 ms for the `versus` worker).
+    backtrace::clear_symbol_cache();
     out
 }
 

@@ -204,7 +204,8 @@ OPTIONS:
     --workload NAME...      workloads to run (repeatable, or a comma list; default: all)
     --alloc NAME...         allocators: ebbmalloc, system (glibc), jemalloc, mimalloc
                             (repeatable, or a comma list; default and `all`: these
-                            four), and on request ebbmalloc-hardened, mimalloc-secure
+                            four), and on request ebbmalloc-hardened, mimalloc-secure,
+                            ebbmalloc-prof (heap profiler on, EBBMALLOC_PROF_SAMPLE)
     --rounds N              rounds (default 3; each round runs every allocator once)
     --ebb-env KEY=VALUE     an EBBMALLOC_* setting for the ebbmalloc worker only
                             (repeatable). The driver's own environment, EBBMALLOC_*,
@@ -318,12 +319,23 @@ mod tests {
 
     #[test]
     fn hardened_builds_run_only_when_named() {
-        let o = p(&["--alloc", "mimalloc-secure,ebbmalloc", "ebbmalloc-hardened"]).unwrap();
+        let o = p(&[
+            "--alloc",
+            "mimalloc-secure,ebbmalloc-prof,ebbmalloc",
+            "ebbmalloc-hardened",
+        ])
+        .unwrap();
         assert_eq!(
             o.allocs,
-            ["ebbmalloc", "ebbmalloc-hardened", "mimalloc-secure"]
+            [
+                "ebbmalloc",
+                "ebbmalloc-hardened",
+                "ebbmalloc-prof",
+                "mimalloc-secure"
+            ]
         );
         assert_eq!(p(&["--alloc", "all"]).unwrap().allocs, ALLOCATORS);
         assert!(!ALLOCATORS.contains(&"ebbmalloc-hardened"));
+        assert!(!ALLOCATORS.contains(&"ebbmalloc-prof"));
     }
 }

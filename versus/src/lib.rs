@@ -13,10 +13,12 @@ pub const ALLOCATORS: &[&str] = &["ebbmalloc", "system", "jemalloc", "mimalloc"]
 
 /// Every allocator the suite can build, in the order of a round. Those not in
 /// [`ALLOCATORS`] run only when `--alloc` names them: ebbmalloc built with its `hardened`
-/// feature, and mimalloc built with its `secure` feature (the cost of hardening).
+/// feature, and mimalloc built with its `secure` feature (the cost of hardening), and
+/// ebbmalloc with its heap profiler on (the cost of profiling).
 pub const KNOWN_ALLOCATORS: &[&str] = &[
     "ebbmalloc",
     "ebbmalloc-hardened",
+    "ebbmalloc-prof",
     "system",
     "jemalloc",
     "mimalloc",
@@ -34,6 +36,7 @@ pub fn color(alloc: &str) -> &'static str {
         "jemalloc" => "#2ca02c",
         "mimalloc" => "#ff7f0e",
         "ebbmalloc-hardened" => "#17becf",
+        "ebbmalloc-prof" => "#8c564b",
         "mimalloc-secure" => "#d62728",
         _ => "#9467bd",
     }

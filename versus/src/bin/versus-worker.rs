@@ -3,7 +3,7 @@
 //! Everything but the global allocator is the `versus-workloads` crate, compiled once and
 //! linked unchanged into every worker. The driver builds this binary once per feature
 //! (`alloc-ebbmalloc`, `alloc-system`, `alloc-jemalloc`, `alloc-mimalloc`, and on request
-//! `alloc-ebbmalloc-hardened`, `alloc-mimalloc-secure`). With several features on at once
+//! `alloc-ebbmalloc-hardened`, `alloc-ebbmalloc-prof`, `alloc-mimalloc-secure`). With several features on at once
 //! (e.g. `--all-features`), the first in the order ebbmalloc, system, jemalloc, mimalloc
 //! wins; the worker reports which one it has (and whether it is the hardened or secure
 //! build) and the driver checks it.
@@ -20,6 +20,8 @@ static GLOBAL: ebbmalloc::EbbMalloc = ebbmalloc::EbbMalloc;
 #[cfg(any(feature = "alloc-ebbmalloc", feature = "alloc-ebbmalloc-hardened"))]
 const ALLOC: &str = if ebbmalloc::HARDENED {
     "ebbmalloc-hardened"
+} else if cfg!(feature = "alloc-ebbmalloc-prof") {
+    "ebbmalloc-prof"
 } else {
     "ebbmalloc"
 };
@@ -94,6 +96,9 @@ fn heap_profile() -> Option<Vec<u8>> {
 }
 
 fn main() {
+    // The cost of profiling: on from the start, at the interval of the environment.
+    #[cfg(feature = "alloc-ebbmalloc-prof")]
+    ebbmalloc::profiling::set_active(true);
     #[cfg(any(feature = "alloc-ebbmalloc", feature = "alloc-ebbmalloc-hardened"))]
     versus_workloads::server::set_heap_profile_source(heap_profile);
     versus_workloads::worker_main(ALLOC);
