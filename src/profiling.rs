@@ -739,7 +739,10 @@ pub(crate) unsafe fn free_small(block: *mut u8) -> bool {
     };
     // The slot's pages that may be resident: what this block could touch, or more if an
     // earlier one touched more.
-    let touched = record.usable.div_ceil(PAGE_SIZE).min(SLOT_BYTES / PAGE_SIZE);
+    let touched = record
+        .usable
+        .div_ceil(PAGE_SIZE)
+        .min(SLOT_BYTES / PAGE_SIZE);
     let resident = usize::from(tables.resident_pages[slot]).max(touched);
     if tables.free_resident_pages + resident <= FREE_RESIDENT_PAGES_BUDGET {
         // Kept for the next sample, which takes the freed slot first: a program that

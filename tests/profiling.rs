@@ -220,7 +220,10 @@ fn sampled_blocks_behave_and_leave_the_live_profile() {
         unsafe { block.write_bytes(1, 256) };
     }
     let burst_rss = sampled_range_rss_kib();
-    assert!(burst_rss > 16 << 10, "sampled slots resident: {burst_rss} KiB");
+    assert!(
+        burst_rss > 16 << 10,
+        "sampled slots resident: {burst_rss} KiB"
+    );
     for block in burst {
         // SAFETY: a live block of this layout.
         unsafe { dealloc(block, small) };
