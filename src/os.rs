@@ -1,6 +1,7 @@
 //! The operating system below us, named by intent: reserve address space, give pages back,
 //! move a mapping, sleep on a futex word, create the background thread, hook thread exit
-//! and `fork`, write to stderr. This is the only module that makes system calls or calls
+//! and `fork`, write to stderr, walk or look up the unwind tables of the loaded code (for
+//! the heap profiler). This is the only module that makes system calls or calls
 //! the C library; it is the bottom layer and depends on nothing of ours but `consts`, so
 //! the logic above it can be run against another `os` (a mock under Miri or loom).
 //!

@@ -65,7 +65,7 @@
 use crate::config::{self, Setting};
 use crate::consts::{MAX_CLASS_SIZE, PAGE_SIZE};
 use crate::fatal::fatal;
-use crate::sync::{model_static, Mutex, Ordering, RawMutex};
+use crate::sync::{model_static, AtomicBool, Mutex, Ordering, RawMutex, MEMORY_FREED};
 use crate::{large, os, thread_cache, unwind};
 use core::ptr;
 
@@ -92,7 +92,9 @@ const MAX_STACKS: usize = STACKS / 4 * 3;
 /// Resident pages that freed slots may keep, for the next samples to reuse without a fault
 /// (4 MiB); past it a freed slot gives all its pages back. The first page counts too: with
 /// it left out, a burst of samples (thousands of blocks at a small interval) left a page
-/// per slot resident for good (13 MB in a server after one profile dump at 16 KiB).
+/// per slot resident for good (13 MB in a server after one profile dump at 16 KiB). What
+/// is kept goes back too once no sampled block was freed for the decay time
+/// ([`release_idle_slots`], from the trimming pass).
 const FREE_RESIDENT_PAGES_BUDGET: usize = (4 << 20) / PAGE_SIZE;
 const _: () = assert!(SLOT_BYTES / PAGE_SIZE <= u8::MAX as usize);
 /// The countdown while profiling is inactive: bytes between two looks at the switch.
@@ -377,6 +379,8 @@ struct Tables {
     /// The sum of `resident_pages` over the free slots: at most
     /// [`FREE_RESIDENT_PAGES_BUDGET`].
     free_resident_pages: usize,
+    /// When a freed slot last kept its pages (`os::now_ms`).
+    last_kept_ms: u32,
     /// Slots below this index have been used.
     fresh_slot: usize,
     /// Freed large records (indices into `records`).
@@ -411,6 +415,9 @@ model_static! {
         region: Region::Untried,
         dropped: 0,
     });
+    /// Whether freed slots keep resident pages (`free_resident_pages > 0`), for the
+    /// trimming pass to look at without the lock.
+    static SLOTS_KEEP_PAGES: AtomicBool = AtomicBool::new(false);
 }
 
 /// The lock of the profile, for the fork handlers (`lifecycle.rs`).
@@ -750,6 +757,10 @@ pub(crate) unsafe fn free_small(block: *mut u8) -> bool {
         // fault for its samples.
         tables.resident_pages[slot] = resident as u8;
         tables.free_resident_pages += resident;
+        tables.last_kept_ms = os::now_ms();
+        SLOTS_KEEP_PAGES.store(true, Ordering::Relaxed);
+        // A background trimmer asleep for want of free memory comes back for them.
+        MEMORY_FREED.notify();
     } else {
         tables.resident_pages[slot] = 0;
         // SAFETY: the slot's pages are ours and their contents dead; the slot is not
@@ -759,6 +770,47 @@ pub(crate) unsafe fn free_small(block: *mut u8) -> bool {
     tables.free_slots[tables.free_slot_count] = slot as u32;
     tables.free_slot_count += 1;
     true
+}
+
+/// Whether freed sampled slots keep resident pages, which [`release_idle_slots`] gives back
+/// after the decay time (the background trimmer keeps coming back while they do).
+pub(crate) fn slots_keep_pages() -> bool {
+    SLOTS_KEEP_PAGES.load(Ordering::Relaxed)
+}
+
+/// For a trimming pass at `now` (`os::now_ms`): gives back every page that freed sampled
+/// slots keep, once no slot kept its pages for `decay_ms` (all at once: the next samples
+/// fault theirs in again, a page or a few each). Returns the bytes released.
+pub(crate) fn release_idle_slots(now: u32, decay_ms: u32) -> usize {
+    if !slots_keep_pages() {
+        return 0;
+    }
+    let mut state = STATE.lock();
+    let Some(tables) = state.tables() else {
+        return 0;
+    };
+    if now.wrapping_sub(tables.last_kept_ms) < decay_ms {
+        return 0;
+    }
+    let mut released = 0;
+    for &slot in &tables.free_slots[..tables.free_slot_count] {
+        let pages = usize::from(core::mem::take(&mut tables.resident_pages[slot as usize]));
+        if pages > 0 {
+            // SAFETY: a free slot's pages are ours and hold no live block; the slot is not
+            // reused before the lock is released.
+            unsafe {
+                os::release_pages(
+                    (REGION_START + ((slot as usize) << SLOT_SHIFT)) as *mut u8,
+                    pages * PAGE_SIZE,
+                    os::Purge::DontNeed,
+                )
+            };
+            released += pages * PAGE_SIZE;
+        }
+    }
+    tables.free_resident_pages = 0;
+    SLOTS_KEEP_PAGES.store(false, Ordering::Relaxed);
+    released
 }
 
 /// Whether the live large block `block` was sampled.

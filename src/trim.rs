@@ -10,7 +10,9 @@
 //!    pools that empty give their pages back to their arenas;
 //! 3. releases arena pages that stayed free longer than the decay time (`madvise`) and
 //!    unmaps empty arenas beyond the retained reserve;
-//! 4. unmaps cached large mappings older than the decay time.
+//! 4. unmaps cached large mappings older than the decay time;
+//! 5. gives back the pages that freed blocks of the heap profiler's sampled range keep, once
+//!    none was freed for the decay time.
 //!
 //! **Who runs it.** By default a background thread, started lazily from an allocation slow
 //! path (never while an allocator lock is held) with `pthread_create`, so no allocation of
@@ -31,7 +33,7 @@ use crate::size_class::{SizeClass, NUM_CLASSES};
 use crate::sync::{
     model_static, AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering, RawMutex, MEMORY_FREED,
 };
-use crate::{arena, central, large, os};
+use crate::{arena, central, large, os, profiling};
 use core::cell::Cell;
 
 /// Background thread states.
@@ -169,7 +171,9 @@ fn run_pass(now: u32, everything: bool, reclaim: ReclaimCaches) -> Pass {
         config::get(Setting::DecayMs) as u32
     };
     let retained = config::get(Setting::RetainedArenas) as usize;
-    let released = arena::trim(now, decay, retained, config::purge()) + large::trim(now, decay);
+    let released = arena::trim(now, decay, retained, config::purge())
+        + large::trim(now, decay)
+        + profiling::release_idle_slots(now, decay);
     PASSES.fetch_add(1, Ordering::Relaxed);
     RELEASED_BYTES.fetch_add(released as u64, Ordering::Relaxed);
     Pass {
@@ -233,6 +237,7 @@ extern "C" fn background_main(reclaim: *mut core::ffi::c_void) -> *mut core::ffi
             || pass.caches_holding
             || arena::has_dirty_pages()
             || large::mapped_bytes().1 > 0
+            || profiling::slots_keep_pages()
         {
             os::sleep_ms(config::get(Setting::TrimIntervalMs) as u32);
         } else {

@@ -233,6 +233,17 @@ fn sampled_blocks_behave_and_leave_the_live_profile() {
         after_burst <= 4 << 10,
         "freed sampled slots keep {after_burst} KiB resident (of {burst_rss})"
     );
+    // What they keep goes back after the decay time, without a call (the background
+    // trimmer's pass; the default decay is 300 ms).
+    let start = std::time::Instant::now();
+    while sampled_range_rss_kib() > 256 && start.elapsed().as_secs() < 5 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let idle = sampled_range_rss_kib();
+    assert!(
+        idle <= 256,
+        "freed sampled slots still keep {idle} KiB after 5 s"
+    );
     set_interval(16 << 10);
 
     // The C library's dump: gperftools' heap_v2 text, which pprof reads.
