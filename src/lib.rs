@@ -40,6 +40,7 @@
 //! lifecycle.rs          process set-up, thread exit, fork: the one place that knows every lock
 //! stats.rs              statistics, assembled from every layer below
 //! profiling.rs          the heap profiler: sampling path, stack table, sampled blocks
+//! unwind.rs             the profiler's stack walker: cached unwind rules per return address
 //! thread_cache.rs       per thread, per class LIFO; batches in and out
 //! trim.rs               the trimming pass, the background thread, the slow-path ticker
 //! central.rs            per class: transfer cache of batches, pools binned by fullness

@@ -288,6 +288,11 @@ pub(crate) fn backtrace_with_unwinder(frames: &mut [usize], skip: usize) -> usiz
         len: usize,
         /// Frames still to skip.
         skip: usize,
+        /// An address in this function's frame. A frame whose stack pointer (what
+        /// `_Unwind_GetCFA` gives for it: the stack pointer at its call) is at or below it is
+        /// this function's own, or a helper's or the unwinder's under it (how many depends
+        /// on inlining), and is passed over.
+        own_frame: usize,
     }
     #[allow(non_camel_case_types)]
     type _Unwind_Context = libc::c_void;
@@ -300,6 +305,7 @@ pub(crate) fn backtrace_with_unwinder(frames: &mut [usize], skip: usize) -> usiz
             argument: *mut libc::c_void,
         ) -> libc::c_int;
         fn _Unwind_GetIP(context: *mut _Unwind_Context) -> usize;
+        fn _Unwind_GetCFA(context: *mut _Unwind_Context) -> usize;
     }
     extern "C" fn each_frame(
         context: *mut _Unwind_Context,
@@ -309,6 +315,9 @@ pub(crate) fn backtrace_with_unwinder(frames: &mut [usize], skip: usize) -> usiz
         // the walk; `context` is the unwinder's, valid during this call.
         unsafe {
             let walk = &mut *(argument as *mut Walk);
+            if _Unwind_GetCFA(context) <= walk.own_frame {
+                return GO_ON;
+            }
             if walk.skip > 0 {
                 walk.skip -= 1;
                 return GO_ON;
@@ -326,8 +335,10 @@ pub(crate) fn backtrace_with_unwinder(frames: &mut [usize], skip: usize) -> usiz
         frames: frames.as_mut_ptr(),
         capacity: frames.len(),
         len: 0,
-        skip: skip + 1,
+        skip,
+        own_frame: 0,
     };
+    walk.own_frame = &walk as *const Walk as usize;
     // SAFETY: the callback writes at most `capacity` frames into `frames`, which outlives
     // the call; the unwinder only reads this thread's stack.
     keeping_errno(|| unsafe {

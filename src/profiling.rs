@@ -66,7 +66,7 @@ use crate::config::{self, Setting};
 use crate::consts::{MAX_CLASS_SIZE, PAGE_SIZE};
 use crate::fatal::fatal;
 use crate::sync::{model_static, AtomicBool, Mutex, Ordering, RawMutex, MEMORY_FREED};
-use crate::{large, os, thread_cache, unwind};
+use crate::{large, os, thread_cache, trim, unwind};
 use core::ptr;
 
 /// The most frames recorded of a stack.
@@ -514,6 +514,9 @@ impl State {
         if self.region == Region::Untried {
             self.region = if os::reserve_sparse_at(REGION_START, REGION_BYTES) {
                 limit::word().store(REGION_END, Ordering::Relaxed);
+                // From now on freed slots may keep pages, which the trimming pass gives
+                // back through us.
+                trim::register_upper_release(release_idle_slots);
                 Region::Reserved
             } else {
                 Region::Unavailable
@@ -772,25 +775,20 @@ pub(crate) unsafe fn free_small(block: *mut u8) -> bool {
     true
 }
 
-/// Whether freed sampled slots keep resident pages, which [`release_idle_slots`] gives back
-/// after the decay time (the background trimmer keeps coming back while they do).
-pub(crate) fn slots_keep_pages() -> bool {
-    SLOTS_KEEP_PAGES.load(Ordering::Relaxed)
-}
-
-/// For a trimming pass at `now` (`os::now_ms`): gives back every page that freed sampled
-/// slots keep, once no slot kept its pages for `decay_ms` (all at once: the next samples
-/// fault theirs in again, a page or a few each). Returns the bytes released.
-pub(crate) fn release_idle_slots(now: u32, decay_ms: u32) -> usize {
-    if !slots_keep_pages() {
-        return 0;
+/// The trimming pass's step for us (`trim::UpperRelease`), at `now` (`os::now_ms`): gives
+/// back every page that freed sampled slots keep, once no slot kept its pages for
+/// `decay_ms` (all at once: the next samples fault theirs in again, a page or a few each).
+/// Returns the bytes released and whether pages are still kept (to come back for).
+fn release_idle_slots(now: u32, decay_ms: u32) -> (usize, bool) {
+    if !SLOTS_KEEP_PAGES.load(Ordering::Relaxed) {
+        return (0, false);
     }
     let mut state = STATE.lock();
     let Some(tables) = state.tables() else {
-        return 0;
+        return (0, false);
     };
     if now.wrapping_sub(tables.last_kept_ms) < decay_ms {
-        return 0;
+        return (0, true);
     }
     let mut released = 0;
     for &slot in &tables.free_slots[..tables.free_slot_count] {
@@ -810,7 +808,7 @@ pub(crate) fn release_idle_slots(now: u32, decay_ms: u32) -> usize {
     }
     tables.free_resident_pages = 0;
     SLOTS_KEEP_PAGES.store(false, Ordering::Relaxed);
-    released
+    (released, false)
 }
 
 /// Whether the live large block `block` was sampled.

@@ -11,8 +11,8 @@
 //! 3. releases arena pages that stayed free longer than the decay time (`madvise`) and
 //!    unmaps empty arenas beyond the retained reserve;
 //! 4. unmaps cached large mappings older than the decay time;
-//! 5. gives back the pages that freed blocks of the heap profiler's sampled range keep, once
-//!    none was freed for the decay time.
+//! 5. runs the release step a layer above registered ([`register_upper_release`]): the heap
+//!    profiler gives back the pages its freed sampled blocks keep.
 //!
 //! **Who runs it.** By default a background thread, started lazily from an allocation slow
 //! path (never while an allocator lock is held) with `pthread_create`, so no allocation of
@@ -31,9 +31,10 @@
 use crate::config::{self, Setting};
 use crate::size_class::{SizeClass, NUM_CLASSES};
 use crate::sync::{
-    model_static, AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering, RawMutex, MEMORY_FREED,
+    model_static, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Mutex, Ordering, RawMutex,
+    MEMORY_FREED,
 };
-use crate::{arena, central, large, os, profiling};
+use crate::{arena, central, large, os};
 use core::cell::Cell;
 
 /// Background thread states.
@@ -54,6 +55,8 @@ model_static! {
     /// it did not need since (on its next slow path; see `thread_cache.rs`).
     static EPOCH: AtomicU32 = AtomicU32::new(0);
     static LAST_PASS_MS: AtomicU32 = AtomicU32::new(0);
+    /// The [`UpperRelease`] registered, or null.
+    static UPPER_RELEASE: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
     static PASSES: AtomicU64 = AtomicU64::new(0);
     static RELEASED_BYTES: AtomicU64 = AtomicU64::new(0);
 }
@@ -171,15 +174,17 @@ fn run_pass(now: u32, everything: bool, reclaim: ReclaimCaches) -> Pass {
         config::get(Setting::DecayMs) as u32
     };
     let retained = config::get(Setting::RetainedArenas) as usize;
+    let (upper_released, upper_holding) = upper_release(now, decay);
     let released = arena::trim(now, decay, retained, config::purge())
         + large::trim(now, decay)
-        + profiling::release_idle_slots(now, decay);
+        + upper_released;
     PASSES.fetch_add(1, Ordering::Relaxed);
     RELEASED_BYTES.fetch_add(released as u64, Ordering::Relaxed);
     Pass {
         released,
         batches_parked,
         caches_holding,
+        upper_holding,
     }
 }
 
@@ -192,6 +197,29 @@ struct Pass {
     batches_parked: bool,
     /// Whether thread caches still hold blocks that a later pass may take back.
     caches_holding: bool,
+    /// Whether the upper release step still keeps pages that a later pass may release.
+    upper_holding: bool,
+}
+
+/// The release step of a layer above this one: given the pass's time and decay, it gives
+/// back what it keeps and returns the bytes released and whether it still keeps pages.
+/// The heap profiler registers one for its freed sampled blocks, whose table is above us.
+pub(crate) type UpperRelease = fn(now_ms: u32, decay_ms: u32) -> (usize, bool);
+
+/// Has every later pass run `release` (the last registered).
+pub(crate) fn register_upper_release(release: UpperRelease) {
+    UPPER_RELEASE.store(release as *mut (), Ordering::Release);
+}
+
+/// Runs the registered [`UpperRelease`], if any.
+fn upper_release(now: u32, decay: u32) -> (usize, bool) {
+    let release = UPPER_RELEASE.load(Ordering::Acquire);
+    if release.is_null() {
+        return (0, false);
+    }
+    // SAFETY: only `register_upper_release` stores here, an `UpperRelease`.
+    let release = unsafe { core::mem::transmute::<*mut (), UpperRelease>(release) };
+    release(now, decay)
 }
 
 /// Starts the background thread; false if it could not be started (the ticker then runs
@@ -237,7 +265,7 @@ extern "C" fn background_main(reclaim: *mut core::ffi::c_void) -> *mut core::ffi
             || pass.caches_holding
             || arena::has_dirty_pages()
             || large::mapped_bytes().1 > 0
-            || profiling::slots_keep_pages()
+            || pass.upper_holding
         {
             os::sleep_ms(config::get(Setting::TrimIntervalMs) as u32);
         } else {

@@ -1024,11 +1024,16 @@ mod tests {
     }
 
     /// The two walks agree on every frame but the first (each is the return address of
-    /// its own call, a few bytes apart in `both_walks`).
+    /// its own call, some bytes apart in `both_walks`: 67 in a debug build).
     fn assert_agree((ours, theirs): (Vec<usize>, Vec<usize>)) {
         assert!(ours.len() > 3, "too short a walk: {ours:x?}");
         assert_eq!(ours.len(), theirs.len(), "{ours:x?}\n{theirs:x?}");
-        assert!(ours[0].abs_diff(theirs[0]) < 64);
+        assert!(
+            ours[0].abs_diff(theirs[0]) < 256,
+            "{:#x} {:#x}",
+            ours[0],
+            theirs[0]
+        );
         assert_eq!(ours[1..], theirs[1..]);
     }
 
