@@ -288,7 +288,7 @@ pub(crate) fn backtrace_with_unwinder(frames: &mut [usize], skip: usize) -> usiz
         len: usize,
         /// Frames still to skip.
         skip: usize,
-        /// An address in this function's frame. A frame whose stack pointer (what
+        /// This function's stack pointer. A frame whose stack pointer (what
         /// `_Unwind_GetCFA` gives for it: the stack pointer at its call) is at or below it is
         /// this function's own, or a helper's or the unwinder's under it (how many depends
         /// on inlining), and is passed over.
@@ -338,7 +338,16 @@ pub(crate) fn backtrace_with_unwinder(frames: &mut [usize], skip: usize) -> usiz
         skip,
         own_frame: 0,
     };
-    walk.own_frame = &walk as *const Walk as usize;
+    // The stack pointer itself, not a local's address: under AddressSanitizer locals may
+    // live on a stack of its own.
+    // SAFETY: reads a register into an output; no memory, no stack.
+    unsafe {
+        core::arch::asm!(
+            "mov {}, rsp",
+            out(reg) walk.own_frame,
+            options(nomem, nostack, preserves_flags)
+        )
+    };
     // SAFETY: the callback writes at most `capacity` frames into `frames`, which outlives
     // the call; the unwinder only reads this thread's stack.
     keeping_errno(|| unsafe {
