@@ -363,20 +363,22 @@ unsafe fn resize(
     }
     match (old_class, SizeClass::for_layout(new_size, align)) {
         (Some(old), Some(new)) if old == new => return block,
-        // A sampled large block moves (see `profiling.rs`).
         // SAFETY: the caller's promise: a live large block.
-        (None, None) if !unsafe { profiling::is_sampled_large(block) } => {
-            // SAFETY: the caller's promise.
-            let moved = unsafe { large::realloc(block, new_size) };
+        (None, None) => unsafe {
+            // A sampled block's record (of its old size) ends first: the hardened build's
+            // `large::realloc` frees the old block itself. (Should the resize fail, the
+            // block stays, unsampled.)
+            profiling::forget_large(block);
+            let moved = large::realloc(block, new_size);
             if moved.is_null() {
                 os::set_errno_out_of_memory();
             } else {
-                // SAFETY: the resized block is live, unsampled (as it was) and ours.
-                unsafe { profiling::count_resized_large(moved, new_size) };
+                // An allocation of the new size for the sampler.
+                profiling::count_resized_large(moved, new_size);
             }
             trim::tick_large(thread_cache::reclaim_idle_caches);
             return moved;
-        }
+        },
         _ => {}
     }
     let moved = alloc(new_size, align);

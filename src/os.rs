@@ -5,9 +5,9 @@
 //! the C library; it is the bottom layer and depends on nothing of ours but `consts`, so
 //! the logic above it can be run against another `os` (a mock under Miri or loom).
 //!
-//! Every function is safe to call from inside `malloc`: none allocates or takes a lock of
-//! ours (the loader's lookups, [`unwind_entry`] and [`objects_unloaded`], take glibc's
-//! recursive loader lock for a moment).
+//! Every function is safe to call from inside `malloc`: none takes a lock of ours, and none
+//! allocates but the heap profiler's [`backtrace_with_unwinder`], [`unwind_entry`] and
+//! [`thread_stack_end`], whose caller guards against re-entry.
 //!
 //! **errno.** A successful `malloc`, `realloc` or `free` leaves `errno` as it found it, yet
 //! on its way it may make system calls that fail harmlessly (an `mremap` in place that finds
@@ -384,32 +384,27 @@ pub(crate) fn unwind_entry(pc: usize) -> Option<(*const u8, usize)> {
     (!entry.is_null()).then_some((entry, bases.function))
 }
 
-/// How many objects the dynamic loader has unloaded (`dlclose`) since the process
-/// started: the unwinder's cache of unwind rules is only good for code that stayed where
-/// it was.
-pub(crate) fn objects_unloaded() -> u64 {
-    unsafe extern "C" fn first_object(
-        info: *mut libc::dl_phdr_info,
-        size: libc::size_t,
-        unloaded: *mut libc::c_void,
-    ) -> libc::c_int {
-        let has_counts = size
-            >= core::mem::offset_of!(libc::dl_phdr_info, dlpi_subs) + core::mem::size_of::<u64>();
-        // SAFETY: `info` is glibc's, valid during the call, and holds `dlpi_subs` when
-        // `size` covers it; `unloaded` is the `u64` that `objects_unloaded` passed.
-        unsafe { *(unloaded as *mut u64) = if has_counts { (*info).dlpi_subs } else { 0 } };
-        // Nonzero: one object is enough, the counts are the same in every one.
-        1
-    }
-    let mut unloaded = 0u64;
-    // SAFETY: the callback writes only `unloaded`, which outlives the call.
+/// The end (highest address, exclusive) of the calling thread's stack, or 0 where the C
+/// library cannot say. `pthread_getattr_np` allocates (through us) and, for the main
+/// thread, reads `/proc/self/maps`: the heap profiler asks once per thread, with its
+/// re-entry guard set.
+pub(crate) fn thread_stack_end() -> usize {
+    // SAFETY: the attribute object is initialised by `pthread_getattr_np` before it is read
+    // and destroyed after; `pthread_attr_getstack` writes the two outputs we own.
     keeping_errno(|| unsafe {
-        libc::dl_iterate_phdr(
-            Some(first_object),
-            &mut unloaded as *mut u64 as *mut libc::c_void,
-        )
-    });
-    unloaded
+        let mut attr = core::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
+        if libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) != 0 {
+            return 0;
+        }
+        let mut low: *mut libc::c_void = ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let got = libc::pthread_attr_getstack(attr.as_ptr(), &mut low, &mut size);
+        libc::pthread_attr_destroy(attr.as_mut_ptr());
+        if got != 0 {
+            return 0;
+        }
+        (low as usize).saturating_add(size)
+    })
 }
 
 /// The step of the Weyl sequences whose terms [`mix`] turns into random words (splitmix64:

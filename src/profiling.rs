@@ -19,8 +19,8 @@
 //! While profiling is inactive the countdown is [`RECHECK_BYTES`], so a thread looks at
 //! the switch again after that many bytes (the thread calling [`set_active`] at once).
 //!
-//! A sampled allocation records its call stack (the C unwinder, `os::capture_stack`, at
-//! most [`MAX_DEPTH`] frames) in a table of deduplicated stacks with, per stack, counts and
+//! A sampled allocation records its call stack (`unwind::capture_stack`, at most
+//! [`MAX_DEPTH`] frames) in a table of deduplicated stacks with, per stack, counts and
 //! bytes allocated and live, sampled and estimated. The table lives in memory mapped for
 //! it, behind one lock of its own, a leaf: nothing else is locked while it is held, and
 //! nothing is allocated (the unwinder runs before the lock is taken).
@@ -53,8 +53,10 @@
 //! Invariants (under the lock): a slot's record is live iff the slot holds a live sampled
 //! block, and then it is in no free list; `live_samples` of a stack is the number of live
 //! records naming it; the estimates are the sums of the live records' weights.
-//! `realloc` of a sampled block always moves it (the new block is an allocation like any
-//! other, sampled or not), so a record's size never changes.
+//! `realloc` of a sampled small block always moves it (the new block is an allocation
+//! like any other, sampled or not), and that of a large block, sampled or not, ends its
+//! record and counts as an allocation of the new size (`count_resized_large`), so a
+//! record's size never changes.
 //!
 //! # Fork and thread exit
 //!
@@ -603,8 +605,23 @@ fn draw_countdown(random: &mut u64) -> usize {
 fn capture(frames: &mut [usize; MAX_DEPTH]) -> usize {
     let sampler = thread_cache::sampler();
     // SAFETY: the sampler is this thread's, and only this thread touches it.
-    unsafe { (*sampler).busy = true };
-    let depth = unwind::capture_stack(frames);
+    let stack_end = unsafe {
+        (*sampler).busy = true;
+        if (*sampler).stack_end == 0 {
+            (*sampler).stack_end = match os::thread_stack_end() {
+                0 => usize::MAX,
+                end => end,
+            };
+        }
+        (*sampler).stack_end
+    };
+    // Unknown: the C unwinder walks (our walk needs the bound).
+    let stack_end = if stack_end == usize::MAX {
+        0
+    } else {
+        stack_end
+    };
+    let depth = unwind::capture_stack(frames, stack_end);
     // SAFETY: as above.
     unsafe { (*sampler).busy = false };
     depth
@@ -662,8 +679,9 @@ pub(crate) fn alloc_large(size: usize, align: usize, zeroed: bool) -> *mut u8 {
 /// The sampling path of a large block that `large::realloc` resized in place (or moved
 /// with `mremap`) to `size` bytes: for the sampler, an allocation of the new size, as
 /// jemalloc counts a `realloc`; recorded like a fresh block when sampled. Without this, a
-/// buffer grown from small to huge in place would never be in the profile. (A sampled
-/// large block never gets here: its `realloc` moves it, see the top of this file.)
+/// buffer grown from small to huge in place would never be in the profile. A sampled
+/// large block is resized the same way (its record ended first by [`forget_large`]): made
+/// to move, a buffer grown to 1 GiB under the profiler would be copied over and over.
 ///
 /// # Safety
 /// `block` is a live large block of ours, not sampled, that the caller is handing out.
@@ -787,7 +805,8 @@ fn release_idle_slots(now: u32, decay_ms: u32) -> (usize, bool) {
     let Some(tables) = state.tables() else {
         return (0, false);
     };
-    if now.wrapping_sub(tables.last_kept_ms) < decay_ms {
+    // Signed: a slot may have kept its pages after the pass read `now`.
+    if (now.wrapping_sub(tables.last_kept_ms) as i32) < decay_ms as i32 {
         return (0, true);
     }
     let mut released = 0;
@@ -811,25 +830,19 @@ fn release_idle_slots(now: u32, decay_ms: u32) -> (usize, bool) {
     (released, false)
 }
 
-/// Whether the live large block `block` was sampled.
+/// Ends the record of the live large block `block` if it was sampled (before it is freed,
+/// or resized: it is then no longer sampled).
 ///
 /// # Safety
-/// `block` is a live large block of ours.
-pub(crate) unsafe fn is_sampled_large(block: *mut u8) -> bool {
-    // SAFETY: by the caller's promise.
-    unsafe { large::sample_record(block) != 0 }
-}
-
-/// Ends the record of the live large block `block` if it was sampled (before it is freed).
-///
-/// # Safety
-/// `block` is a live large block of ours that the caller is freeing.
+/// `block` is a live large block of ours that the caller is freeing or resizing.
 pub(crate) unsafe fn forget_large(block: *mut u8) {
     // SAFETY: by the caller's promise.
     let record = unsafe { large::sample_record(block) } as usize;
     if record == 0 {
         return;
     }
+    // SAFETY: as above.
+    unsafe { large::set_sample_record(block, 0) };
     let mut state = STATE.lock();
     state.forget(record - 1);
     if let Some(tables) = state.tables() {

@@ -188,6 +188,9 @@ pub(crate) struct Sampler {
     /// The thread is capturing a stack for a sample: its allocations meanwhile are not
     /// sampled.
     pub(crate) busy: bool,
+    /// The end of the thread's stack, which bounds the profiler's stack walks (0 until the
+    /// first sample asks; `usize::MAX` when the C library could not say).
+    pub(crate) stack_end: usize,
 }
 
 // SAFETY: `links` is a field of the node itself.

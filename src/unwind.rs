@@ -26,23 +26,26 @@
 //! # The cache
 //!
 //! A fixed table of [`CACHE_ENTRIES`] entries in static memory (it allocates nothing),
-//! in sets of four chosen by address, shared by all threads without a lock: an entry is a key word
-//! (the address, with the loader's unload count in the top bits) and a rule word. A writer
-//! claims the entry by swapping its key to [`WRITING`], then writes the rule and the key;
-//! a reader accepts the rule only if it read the same key before and after it (a
-//! sequence lock of one writer per entry; a writer that finds the entry claimed skips
-//! caching). Rules of code that was unloaded must not be used for code loaded at the same
-//! address later: every key carries the count of objects unloaded so far
-//! (`os::objects_unloaded`), read once per walk, so a `dlclose` retires every entry.
-//! The rules are a pure function of the loaded code, so two threads that fill the same
-//! entry write the same rule.
+//! in sets of four chosen by address, shared by all threads without a lock: an entry is a
+//! key word (the address) and a rule word. A writer claims the entry by swapping its key
+//! to [`WRITING`], then writes the rule and the key; a reader accepts the rule only if it
+//! read the same key before and after it (a sequence lock of one writer per entry; a
+//! writer that finds the entry claimed skips caching). Two threads that fill one entry
+//! for one address write the same rule.
 //!
-//! Safety of the walk: the rules come from the compiler's description of each function,
-//! the same data the C unwinder trusts; the walk also stops where the stack pointer would
-//! not move up to an aligned address, so a wrong table cannot make it loop.
+//! A rule can be wrong for the code at its address: code unloaded (`dlclose`) and other
+//! code loaded at the same place, JIT code deregistered and its memory reused, or a reader
+//! that lost a race against two rewrites of its entry. Knowing the loader's unload count
+//! would take glibc's loader lock (`dl_iterate_phdr`) on every walk, which a child of
+//! `fork` can find held for good (`tests/profiling_fork.rs` deadlocked that way). So the
+//! walk is made safe against wrong rules instead: every word it reads lies in the live
+//! part of the thread's stack (from the first frame to the stack's end, asked once per
+//! thread), aligned, and each frame's CFA must lie above the last. A wrong rule gives a
+//! wrong stack in the profile, or sends the walk to the C unwinder; never a wild read or
+//! a loop.
 
 use crate::os;
-use core::sync::atomic::{fence, AtomicU64, Ordering};
+use core::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 /// Entries of the rule cache (a power of two): 4,096, 64 KiB of static memory, in sets of
 /// [`CACHE_WAYS`]. (Direct-mapped, two return addresses of one stack that shared an entry
@@ -53,10 +56,8 @@ const CACHE_WAYS: usize = 4;
 const CACHE_SETS: usize = CACHE_ENTRIES / CACHE_WAYS;
 /// A key while its entry is being written.
 const WRITING: u64 = u64::MAX;
-/// Where the unload count sits in a key: above the 47 bits of a user-space address.
-const GENERATION_SHIFT: u32 = 48;
 
-/// One cached rule: `key` names the address and generation it is for, 0 when empty.
+/// One cached rule: `key` is the address it is for, 0 when empty.
 struct Entry {
     key: AtomicU64,
     rule: AtomicU64,
@@ -68,23 +69,29 @@ const EMPTY: Entry = Entry {
     rule: AtomicU64::new(0),
 };
 static CACHE: [Entry; CACHE_ENTRIES] = [EMPTY; CACHE_ENTRIES];
+/// Turns of the ways replaced in full sets.
+static VICTIM: AtomicU32 = AtomicU32::new(0);
 
 /// Fills `frames` with the return addresses of the calling thread's stack, innermost first,
 /// starting with the return address into the caller of this function; returns how many it
-/// wrote (at most `frames.len()`). May call `malloc` (the C unwinder's first look at an
+/// wrote (at most `frames.len()`). `stack_end` is the end of the thread's stack
+/// (`os::thread_stack_end`; 0 when unknown, and then the C unwinder walks). May call `malloc` (the C unwinder's first look at an
 /// object, or the fallback): the caller must be ready for that re-entry (see
 /// `profiling.rs`).
 #[inline(never)]
-pub(crate) fn capture_stack(frames: &mut [usize]) -> usize {
-    let r = walk_from_here(frames);
-    // The C unwinder, leaving out this function's frame.
-    r.unwrap_or_else(|| os::backtrace_with_unwinder(frames, 1))
+pub(crate) fn capture_stack(frames: &mut [usize], stack_end: usize) -> usize {
+    match walk_from_here(frames, stack_end) {
+        Some(depth) => depth,
+        // The C unwinder, leaving out this function's frame (called from here, not from a
+        // closure, so that this is one frame in a debug build too).
+        None => os::backtrace_with_unwinder(frames, 1),
+    }
 }
 
 /// Our walk from the frame of the function this is inlined into, starting with the return
 /// address into its caller; `None` if some frame needs the C unwinder.
 #[inline(always)]
-fn walk_from_here(frames: &mut [usize]) -> Option<usize> {
+fn walk_from_here(frames: &mut [usize], stack_end: usize) -> Option<usize> {
     let (pc, sp, fp): (usize, usize, usize);
     // SAFETY: reads three registers and writes them to outputs; no memory, no stack.
     unsafe {
@@ -98,9 +105,12 @@ fn walk_from_here(frames: &mut [usize]) -> Option<usize> {
             options(nomem, nostack, preserves_flags),
         );
     }
-    let generation = os::objects_unloaded();
-    // SAFETY: the registers are those of the frame we are in, read at `pc`, inside it.
-    unsafe { walk(Registers { pc, sp, fp }, frames, generation) }
+    if sp >= stack_end {
+        return None;
+    }
+    // SAFETY: the registers are those of the frame we are in, read at `pc`, inside it, and
+    // `[sp, stack_end)` is the live part of this thread's stack.
+    unsafe { walk(Registers { pc, sp, fp }, frames, stack_end) }
 }
 
 /// The registers a walk follows from frame to frame.
@@ -115,18 +125,32 @@ struct Registers {
 /// `registers.pc`) to the end of the stack or of `frames`; `None` if some frame needs the
 /// C unwinder.
 ///
+/// Every word read lies in `[registers.sp, stack_end)`, the live part of this thread's
+/// stack, whatever the rules say: a rule that does not fit the code (a stale cache entry
+/// for code loaded where other code was unloaded, or for JIT code registered and
+/// deregistered with `__register_frame`) gives a wrong stack, never a wild read; and a
+/// return address of no loaded code sends the walk to the C unwinder.
+///
 /// # Safety
-/// `registers` are the true register values of a live frame of the calling thread at
-/// `pc` (the walk reads the stack where the unwind tables say the frames are).
-unsafe fn walk(registers: Registers, frames: &mut [usize], generation: u64) -> Option<usize> {
+/// `registers` are the register values of a live frame of the calling thread at `pc`, and
+/// `[registers.sp, stack_end)` is readable memory of this thread's stack.
+unsafe fn walk(registers: Registers, frames: &mut [usize], stack_end: usize) -> Option<usize> {
     let Registers {
         mut pc,
         mut sp,
         mut fp,
     } = registers;
+    let low = sp;
+    let read = |address: usize| {
+        (address >= low && address % 8 == 0 && address < stack_end - 7).then(|| {
+            // SAFETY: an aligned word of `[low, stack_end)`, readable by the caller's
+            // promise.
+            unsafe { read_word(address) }
+        })
+    };
     let mut depth = 0;
     while depth < frames.len() {
-        let step = match rule_for(pc, generation) {
+        let step = match rule_for(&CACHE, pc) {
             Rule::Step(step) => step,
             Rule::End => break,
             Rule::Unknown => return None,
@@ -135,24 +159,17 @@ unsafe fn walk(registers: Registers, frames: &mut [usize], generation: u64) -> O
         let cfa = match step.cfa {
             Cfa::Sp(offset) => at(sp, offset.into()),
             Cfa::Fp(offset) => at(fp, offset.into()),
-            // SAFETY: the unwind table of the code at `pc` says the CFA is kept at this
-            // word of the live frame of this thread's stack that `fp` points into.
-            Cfa::AtFp(offset) => unsafe { read_word(at(fp, offset.into())) },
+            Cfa::AtFp(offset) => read(at(fp, offset.into()))?,
         };
+        // The caller's frame is above this one, or the rule is not the code's.
         if cfa <= sp || cfa % 8 != 0 {
-            break;
+            return None;
         }
-        // SAFETY: as for the CFA, the table says the return address and the caller's
-        // `rbp` are saved in this frame, between `sp` and the CFA or at `fp`'s offset.
-        let (return_address, caller_fp) = unsafe {
-            (
-                read_word(at(cfa, step.ra.into())),
-                match step.fp {
-                    SavedFp::Same => fp,
-                    SavedFp::AtCfa(offset) => read_word(at(cfa, offset.into())),
-                    SavedFp::AtFp(offset) => read_word(at(fp, offset.into())),
-                },
-            )
+        let return_address = read(at(cfa, step.ra.into()))?;
+        let caller_fp = match step.fp {
+            SavedFp::Same => fp,
+            SavedFp::AtCfa(offset) => read(at(cfa, offset.into()))?,
+            SavedFp::AtFp(offset) => read(at(fp, offset.into()))?,
         };
         if return_address == 0 {
             break;
@@ -169,15 +186,16 @@ unsafe fn walk(registers: Registers, frames: &mut [usize], generation: u64) -> O
 
 /// # Safety
 /// `address` is an aligned, readable word.
+#[inline(always)]
 unsafe fn read_word(address: usize) -> usize {
     // SAFETY: the caller's.
     unsafe { (address as *const usize).read() }
 }
 
-/// The rule for the code at `pc`, from the cache or worked out and cached.
-fn rule_for(pc: usize, generation: u64) -> Rule {
-    let key = (pc as u64 & ((1 << GENERATION_SHIFT) - 1)) | (generation << GENERATION_SHIFT);
-    let ways = &CACHE[set_of(pc) * CACHE_WAYS..][..CACHE_WAYS];
+/// The rule for the code at `pc`, from `cache` or worked out and cached there.
+fn rule_for(cache: &[Entry; CACHE_ENTRIES], pc: usize) -> Rule {
+    let key = pc as u64;
+    let ways = &cache[set_of(pc) * CACHE_WAYS..][..CACHE_WAYS];
     let mut seen = [0; CACHE_WAYS];
     for (entry, seen) in ways.iter().zip(&mut seen) {
         *seen = entry.key.load(Ordering::Acquire);
@@ -196,12 +214,12 @@ fn rule_for(pc: usize, generation: u64) -> Rule {
         Some((entry, function)) => unsafe { rule_at(entry, function, pc) },
         None => Rule::Unknown,
     };
-    // An empty way or one of an earlier generation, else one chosen by the address.
-    let generation_of = |key: u64| key >> GENERATION_SHIFT;
+    // An empty way, else one in turn (a fixed choice by address would let two hot
+    // addresses evict each other at every walk).
     let way = seen
         .iter()
-        .position(|&old| old == 0 || (old != WRITING && generation_of(old) != generation))
-        .unwrap_or(pc % CACHE_WAYS);
+        .position(|&old| old == 0)
+        .unwrap_or_else(|| VICTIM.fetch_add(1, Ordering::Relaxed) as usize % CACHE_WAYS);
     let (entry, before) = (&ways[way], seen[way]);
     if before != WRITING
         && entry
@@ -376,7 +394,7 @@ impl Row {
         let cfa = match self.cfa {
             CfaRule::Register(REG_SP, n) => i32::try_from(n).ok().map(Cfa::Sp),
             CfaRule::Register(REG_FP, n) => i32::try_from(n).ok().map(Cfa::Fp),
-            CfaRule::AtFp(n) => i32::try_from(n).ok().map(Cfa::AtFp),
+            CfaRule::AtFp(n) if n % 8 == 0 => i32::try_from(n).ok().map(Cfa::AtFp),
             _ => None,
         };
         let ra = match self.ra {
@@ -385,8 +403,8 @@ impl Row {
         };
         let fp = match self.fp {
             RegisterRule::Same => Some(SavedFp::Same),
-            RegisterRule::AtCfa(n) => i16::try_from(n).ok().map(SavedFp::AtCfa),
-            RegisterRule::AtFp(n) => i16::try_from(n).ok().map(SavedFp::AtFp),
+            RegisterRule::AtCfa(n) if n % 8 == 0 => i16::try_from(n).ok().map(SavedFp::AtCfa),
+            RegisterRule::AtFp(n) if n % 8 == 0 => i16::try_from(n).ok().map(SavedFp::AtFp),
             _ => None,
         };
         match (cfa, ra, fp) {
@@ -522,6 +540,11 @@ unsafe fn read_cie(start: *const u8) -> Option<Cie> {
         return None;
     }
     let version = cie.u8()?;
+    // `.eh_frame` has versions 1 and 3; 4 adds fields (address and segment sizes) that
+    // would be read as the alignments.
+    if version != 1 && version != 3 {
+        return None;
+    }
     let mut augmentation = [0u8; 8];
     let mut length = 0;
     loop {
@@ -785,7 +808,8 @@ impl Machine {
                     block(&mut program)?;
                     self.row.set(register, RegisterRule::Unknown);
                 }
-                // DW_CFA_GNU_args_size: the callee pops nothing on x86_64's ABI.
+                // DW_CFA_GNU_args_size: the stack size of outgoing arguments, which only a
+                // landing pad needs.
                 0x2e => {
                     program.uleb()?;
                 }
@@ -1008,8 +1032,8 @@ mod tests {
 
     /// Our walk alone, from this function's caller: `None` if it needed the C unwinder.
     #[inline(never)]
-    fn our_walk_only(frames: &mut [usize]) -> Option<usize> {
-        walk_from_here(frames)
+    fn our_walk_only(frames: &mut [usize], stack_end: usize) -> Option<usize> {
+        walk_from_here(frames, stack_end)
     }
 
     /// Both walkers from one frame: ours (which must not have needed the fallback), and
@@ -1018,7 +1042,8 @@ mod tests {
     fn both_walks() -> (Vec<usize>, Vec<usize>) {
         let mut ours = [0; 64];
         let mut theirs = [0; 64];
-        let ours_len = our_walk_only(&mut ours).expect("our walk needed the C unwinder");
+        let ours_len = our_walk_only(&mut ours, os::thread_stack_end())
+            .expect("our walk needed the C unwinder");
         let theirs_len = os::backtrace_with_unwinder(&mut theirs, 0);
         black_box((ours[..ours_len].to_vec(), theirs[..theirs_len].to_vec()))
     }
@@ -1105,10 +1130,10 @@ mod tests {
         extern "C" fn handler(_: libc::c_int) {
             let mut frames = [0; 64];
             FALLBACK.store(
-                usize::from(our_walk_only(&mut frames).is_none()),
+                usize::from(our_walk_only(&mut frames, os::thread_stack_end()).is_none()),
                 Ordering::Relaxed,
             );
-            let depth = capture_stack(&mut frames);
+            let depth = capture_stack(&mut frames, os::thread_stack_end());
             for (slot, frame) in OURS.iter().zip(&frames[..depth]) {
                 slot.store(*frame, Ordering::Relaxed);
             }
@@ -1158,13 +1183,14 @@ mod tests {
             .filter(|&pc| set_of(pc) == set_of(first))
             .take(CACHE_WAYS)
             .collect();
-        let generation = os::objects_unloaded();
+        // A cache of the test's own: the other tests share `CACHE`.
+        let cache = [EMPTY; CACHE_ENTRIES];
         for &pc in &pcs {
-            assert_eq!(rule_for(pc, generation), Rule::Unknown);
+            assert_eq!(rule_for(&cache, pc), Rule::Unknown);
         }
         let before = MISSES.with(Cell::get);
         for &pc in pcs.iter().rev() {
-            assert_eq!(rule_for(pc, generation), Rule::Unknown);
+            assert_eq!(rule_for(&cache, pc), Rule::Unknown);
         }
         assert_eq!(MISSES.with(Cell::get) - before, 0);
     }
@@ -1172,7 +1198,7 @@ mod tests {
     #[test]
     fn a_full_frame_list_stops_the_walk() {
         let mut frames = [0; 3];
-        assert_eq!(capture_stack(&mut frames), 3);
+        assert_eq!(capture_stack(&mut frames, os::thread_stack_end()), 3);
         assert!(frames.iter().all(|&frame| frame != 0));
     }
 }

@@ -199,7 +199,23 @@ fn sampled_blocks_behave_and_leave_the_live_profile() {
         after_growth - before_growth > (7 << 20) as f64,
         "a large block grown by realloc is in the live profile: {before_growth} -> {after_growth}"
     );
+    // Grown again while sampled: its old record ends, the new size is sampled (nearly
+    // surely at this interval), nothing counted twice.
     let grown_layout = Layout::from_size_align(8 << 20, 8).unwrap();
+    // SAFETY: a live block of this layout.
+    let grown = unsafe { realloc(grown, grown_layout, 16 << 20) };
+    assert!(!grown.is_null());
+    // SAFETY: the block holds at least the old megabyte.
+    assert!(unsafe { std::slice::from_raw_parts(grown, 1 << 20) }
+        .iter()
+        .all(|&b| b == 0x5a));
+    let (_, after_regrowth) = live_totals();
+    let added = after_regrowth - before_growth;
+    assert!(
+        ((15 << 20) as f64..(17 << 20) as f64).contains(&added),
+        "a sampled large block grown again is counted once, at its new size: {added}"
+    );
+    let grown_layout = Layout::from_size_align(16 << 20, 8).unwrap();
     // SAFETY: a live block of this layout.
     unsafe { dealloc(grown, grown_layout) };
     let (_, after_free) = live_totals();
