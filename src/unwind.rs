@@ -75,9 +75,9 @@ static VICTIM: AtomicU32 = AtomicU32::new(0);
 /// Fills `frames` with the return addresses of the calling thread's stack, innermost first,
 /// starting with the return address into the caller of this function; returns how many it
 /// wrote (at most `frames.len()`). `stack_end` is the end of the thread's stack
-/// (`os::thread_stack_end`; 0 when unknown, and then the C unwinder walks). May call `malloc` (the C unwinder's first look at an
-/// object, or the fallback): the caller must be ready for that re-entry (see
-/// `profiling.rs`).
+/// (`os::thread_stack_end`; 0 when unknown, and then the C unwinder walks). May call
+/// `malloc` (the C unwinder's first look at an object, or the fallback): the caller must
+/// be ready for that re-entry (see `profiling.rs`).
 #[inline(never)]
 pub(crate) fn capture_stack(frames: &mut [usize], stack_end: usize) -> usize {
     match walk_from_here(frames, stack_end) {
@@ -1193,6 +1193,18 @@ mod tests {
             assert_eq!(rule_for(&cache, pc), Rule::Unknown);
         }
         assert_eq!(MISSES.with(Cell::get) - before, 0);
+    }
+
+    /// The walk reads nothing at or above the stack end it is given: with an end just
+    /// above this frame, it cannot read the caller's return address and gives up.
+    #[test]
+    fn a_walk_reads_only_below_the_stack_end() {
+        let sp: usize;
+        // SAFETY: reads a register into an output.
+        unsafe { core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack)) };
+        let mut frames = [0; 64];
+        assert_eq!(our_walk_only(&mut frames, sp + 16), None);
+        assert!(our_walk_only(&mut frames, os::thread_stack_end()).is_some());
     }
 
     #[test]
