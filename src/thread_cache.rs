@@ -237,7 +237,12 @@ fn this_thread() -> *mut ThreadCache {
             free_mark: 0,
             seen_epoch: AtomicU32::new(0),
             links: Links::new(),
-            sampler: Sampler { countdown: 0, random: 0, busy: false },
+            sampler: Sampler {
+                countdown: 0,
+                random: 0,
+                busy: false,
+                stack_end: 0,
+            },
         });
     }
     CACHE.with(|cache| cache.get())
