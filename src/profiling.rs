@@ -608,18 +608,11 @@ fn capture(frames: &mut [usize; MAX_DEPTH]) -> usize {
     let stack_end = unsafe {
         (*sampler).busy = true;
         if (*sampler).stack_end == 0 {
-            (*sampler).stack_end = match os::thread_stack_end() {
-                0 => usize::MAX,
-                end => end,
-            };
+            // Unknown (0) is kept as 1, below every stack: the C unwinder walks, as our
+            // walk needs the bound.
+            (*sampler).stack_end = os::thread_stack_end().max(1);
         }
         (*sampler).stack_end
-    };
-    // Unknown: the C unwinder walks (our walk needs the bound).
-    let stack_end = if stack_end == usize::MAX {
-        0
-    } else {
-        stack_end
     };
     let depth = unwind::capture_stack(frames, stack_end);
     // SAFETY: as above.
@@ -655,7 +648,7 @@ pub(crate) fn alloc_small(size: usize, usable: usize) -> *mut u8 {
         }
     });
     match slot {
-        Some(slot) => (REGION_START + (slot << SLOT_SHIFT)) as *mut u8,
+        Some(slot) => slot_start(slot),
         None => ptr::null_mut(),
     }
 }
@@ -717,6 +710,11 @@ unsafe fn record_large(block: *mut u8, stack: &[usize], size: usize) {
         // SAFETY: the block is live and still only ours.
         unsafe { large::set_sample_record(block, record as u32 + 1) };
     }
+}
+
+/// Where slot `slot` of the range of sampled small blocks starts.
+fn slot_start(slot: usize) -> *mut u8 {
+    (REGION_START + (slot << SLOT_SHIFT)) as *mut u8
 }
 
 /// Whether `block` (below [`SAMPLED_LIMIT`]) lies in the range of sampled small blocks.
@@ -817,7 +815,7 @@ fn release_idle_slots(now: u32, decay_ms: u32) -> (usize, bool) {
             // reused before the lock is released.
             unsafe {
                 os::release_pages(
-                    (REGION_START + ((slot as usize) << SLOT_SHIFT)) as *mut u8,
+                    slot_start(slot as usize),
                     pages * PAGE_SIZE,
                     os::Purge::DontNeed,
                 )

@@ -189,7 +189,7 @@ pub(crate) struct Sampler {
     /// sampled.
     pub(crate) busy: bool,
     /// The end of the thread's stack, which bounds the profiler's stack walks (0 until the
-    /// first sample asks; `usize::MAX` when the C library could not say).
+    /// first sample asks; 1 when the C library could not say).
     pub(crate) stack_end: usize,
 }
 

@@ -75,9 +75,10 @@ static VICTIM: AtomicU32 = AtomicU32::new(0);
 /// Fills `frames` with the return addresses of the calling thread's stack, innermost first,
 /// starting with the return address into the caller of this function; returns how many it
 /// wrote (at most `frames.len()`). `stack_end` is the end of the thread's stack
-/// (`os::thread_stack_end`; 0 when unknown, and then the C unwinder walks). May call
-/// `malloc` (the C unwinder's first look at an object, or the fallback): the caller must
-/// be ready for that re-entry (see `profiling.rs`).
+/// (`os::thread_stack_end`); one at or below the stack pointer (where the end is unknown)
+/// leaves the walk to the C unwinder. May call `malloc` (the C unwinder's first look at an
+/// object, or the fallback): the caller must be ready for that re-entry (see
+/// `profiling.rs`).
 #[inline(never)]
 pub(crate) fn capture_stack(frames: &mut [usize], stack_end: usize) -> usize {
     match walk_from_here(frames, stack_end) {

@@ -57,6 +57,49 @@ pub fn decode_gzip(bytes: &[u8]) -> std::io::Result<proto::Profile> {
         .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidData, error))
 }
 
+/// Where the sample type `name` (`"inuse_space"`, ...) is in each sample's values of a
+/// decoded profile (for tests and tools).
+pub fn sample_type_index(profile: &proto::Profile, name: &str) -> Option<usize> {
+    profile
+        .sample_type
+        .iter()
+        .position(|kind| profile.string_table[kind.r#type as usize] == name)
+}
+
+/// The function names of a decoded sample's stack, innermost first, inlined frames
+/// included (for tests and tools).
+pub fn stack_function_names(profile: &proto::Profile, sample: &proto::Sample) -> Vec<String> {
+    sample
+        .location_id
+        .iter()
+        .flat_map(|&id| &profile.location[id as usize - 1].line)
+        .map(|line| {
+            let function = &profile.function[line.function_id as usize - 1];
+            profile.string_table[function.name as usize].clone()
+        })
+        .collect()
+}
+
+/// The sum of the values of sample type `kind` over the samples of a decoded profile whose
+/// stack has a function that `function` accepts by name (for tests and tools).
+///
+/// # Panics
+/// When the profile has no sample type `kind`.
+pub fn total_through(profile: &proto::Profile, function: impl Fn(&str) -> bool, kind: &str) -> i64 {
+    let column = sample_type_index(profile, kind)
+        .unwrap_or_else(|| panic!("the profile has no sample type {kind}"));
+    profile
+        .sample
+        .iter()
+        .filter(|sample| {
+            stack_function_names(profile, sample)
+                .iter()
+                .any(|name| function(name))
+        })
+        .map(|sample| sample.value[column])
+        .sum()
+}
+
 /// The sample types, in the order of each sample's values.
 pub const SAMPLE_TYPES: [(&str, &str); 4] = [
     ("alloc_objects", "count"),

@@ -38,43 +38,11 @@ fn site_b(out: &mut Vec<Vec<u8>>) {
     std::hint::black_box(out);
 }
 
-/// Index of a sample type in each sample's values.
-fn type_index(profile: &proto::Profile, name: &str) -> usize {
-    profile
-        .sample_type
-        .iter()
-        .position(|kind| profile.string_table[kind.r#type as usize] == name)
-        .unwrap_or_else(|| panic!("no sample type {name}"))
-}
-
 /// The sum of values of `kind` over the samples whose stack passes through a function whose
 /// name ends with `::function`.
 fn site_total(profile: &proto::Profile, function: &str, kind: &str) -> i64 {
-    let column = type_index(profile, kind);
     let suffix = format!("::{function}");
-    let location = |id: u64| &profile.location[id as usize - 1];
-    let names = |location: &proto::Location| -> Vec<String> {
-        location
-            .line
-            .iter()
-            .map(|line| {
-                let function = &profile.function[line.function_id as usize - 1];
-                profile.string_table[function.name as usize].clone()
-            })
-            .collect()
-    };
-    profile
-        .sample
-        .iter()
-        .filter(|sample| {
-            sample.location_id.iter().any(|&id| {
-                names(location(id))
-                    .iter()
-                    .any(|name| name.ends_with(&suffix))
-            })
-        })
-        .map(|sample| sample.value[column])
-        .sum()
+    ebbmalloc_pprof::total_through(profile, |name| name.ends_with(&suffix), kind)
 }
 
 fn dump() -> proto::Profile {

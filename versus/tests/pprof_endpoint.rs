@@ -98,43 +98,6 @@ fn profile_of(answer: &Answer) -> proto::Profile {
     ebbmalloc_pprof::decode_gzip(&answer.body).expect("a pprof protobuf")
 }
 
-/// Index of a sample type in each sample's values.
-fn type_index(profile: &proto::Profile, name: &str) -> usize {
-    profile
-        .sample_type
-        .iter()
-        .position(|kind| profile.string_table[kind.r#type as usize] == name)
-        .unwrap_or_else(|| panic!("no sample type {name}"))
-}
-
-/// The function names of a sample's stack, innermost first (inlined frames included).
-fn stack_names(profile: &proto::Profile, sample: &proto::Sample) -> Vec<String> {
-    sample
-        .location_id
-        .iter()
-        .flat_map(|&id| &profile.location[id as usize - 1].line)
-        .map(|line| {
-            let function = &profile.function[line.function_id as usize - 1];
-            profile.string_table[function.name as usize].clone()
-        })
-        .collect()
-}
-
-/// The sum of `kind` over the samples whose stack has a function whose name contains `part`.
-fn total_through(profile: &proto::Profile, part: &str, kind: &str) -> i64 {
-    let column = type_index(profile, kind);
-    profile
-        .sample
-        .iter()
-        .filter(|sample| {
-            stack_names(profile, sample)
-                .iter()
-                .any(|name| name.contains(part))
-        })
-        .map(|sample| sample.value[column])
-        .sum()
-}
-
 /// What a heap profile of the server must show: the four sample types, `inuse_space` the
 /// default; samples with stacks whose locations resolve to functions; live bytes; and the
 /// orders' work (`receipt`, called only by the server) among the allocated bytes.
@@ -161,16 +124,20 @@ fn check_server_profile(profile: &proto::Profile) {
     for sample in &profile.sample {
         assert!(!sample.location_id.is_empty(), "a sample without a stack");
         assert!(
-            !stack_names(profile, sample).is_empty(),
+            !ebbmalloc_pprof::stack_function_names(profile, sample).is_empty(),
             "a stack without functions"
         );
     }
-    let inuse = type_index(profile, "inuse_space");
+    let inuse = ebbmalloc_pprof::sample_type_index(profile, "inuse_space").expect("inuse_space");
     assert!(
         profile.sample.iter().any(|sample| sample.value[inuse] > 0),
         "no live bytes"
     );
-    let receipts = total_through(profile, "versus_workloads::server::receipt", "alloc_space");
+    let receipts = ebbmalloc_pprof::total_through(
+        profile,
+        |name| name.contains("versus_workloads::server::receipt"),
+        "alloc_space",
+    );
     assert!(receipts > 0, "no allocation of the orders' receipts");
 }
 
