@@ -159,6 +159,7 @@ fn child(shared: &Shared, main: &mut Tester, fork_number: u64) {
     ebbmalloc::trim();
     main.free_all("in a fork child, before free at exit");
     signals::check_allocator_threads();
+    crate::profile::check_in_child();
 }
 
 /// In a fork child: starts a thread that allocates, and waits for it.

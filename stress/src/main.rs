@@ -22,13 +22,15 @@
 //! | `no-cache`      | thread-cache budget 0, no retained arenas         | soak, large, lifecycle |
 //! | `no-background` | no background thread, trim interval 1 ms, decay 0 | soak, large, lifecycle, sleepers |
 //! | `idle-reclaim`  | trim interval 1 ms, decay 0                       | soak, sleepers         |
+//! | `profiling`     | heap profiler on, 4 KiB interval, trim interval 1 ms, decay 0 | soak, large, lifecycle, profile reads |
 //!
 //! The soak is the workers above (`worker.rs`, `tester.rs`); `large.rs` moves, caches and
 //! aligns large blocks across threads; `lifecycle.rs` starts and ends threads in every way
 //! (never allocating, only freeing, freeing after their key destructors, detached in waves
 //! beyond glibc's stack cache) while `trim()` and `stats()` loop and the process forks;
 //! `sleepers.rs` holds blocks across random sleeps while the trimmer takes back the caches
-//! of parked threads, and checks them and new blocks after each sleep.
+//! of parked threads, and checks them and new blocks after each sleep; `profile.rs` reads
+//! and checks the heap profile while sampled blocks come and go.
 
 mod block;
 mod errno;
@@ -38,6 +40,7 @@ mod large;
 mod lifecycle;
 mod mode;
 mod options;
+mod profile;
 mod raw;
 mod rng;
 mod signals;
@@ -137,6 +140,7 @@ fn main() {
     let mut trimmer_seen = false;
     let mut corrupt_pending = opts.self_test_corrupt;
     let mut latest = ebbmalloc::stats();
+    let mut profile = mode.profiling().then(profile::ProfileReader::new);
     watchdog::phase("running the workload");
     while start.elapsed() < duration {
         std::thread::sleep(Duration::from_millis(10));
@@ -171,6 +175,9 @@ fn main() {
             // Statistics walk the thread registry while workers come and go.
             latest = ebbmalloc::stats();
             trimmer_seen |= check_allocator_threads(mode) > 0;
+            if let Some(profile) = &mut profile {
+                profile.step();
+            }
             last_trim = Instant::now();
         }
         if last_progress.elapsed() >= PROGRESS_EVERY {
@@ -226,6 +233,9 @@ fn main() {
                 stats.allocated_bytes
             ),
         );
+    }
+    if let Some(profile) = &profile {
+        profile.finish();
     }
     let end = Footprint::now(stats);
     let released = ebbmalloc::trim();

@@ -30,6 +30,12 @@ pub struct Mode {
 }
 
 impl Mode {
+    /// Whether the heap profiler samples in this mode (then the main thread reads and checks
+    /// the profile as the run goes, `profile.rs`).
+    pub fn profiling(&self) -> bool {
+        self.settings.iter().any(|s| s.env == PROF && s.value == 1)
+    }
+
     /// Whether ebbmalloc's background trimming thread should run in this mode.
     pub fn background_thread(&self) -> bool {
         !self
@@ -44,11 +50,13 @@ const TRIM_INTERVAL_MS: &str = "EBBMALLOC_TRIM_INTERVAL_MS";
 const RETAINED_ARENAS: &str = "EBBMALLOC_RETAINED_ARENAS";
 const THREAD_CACHE_BYTES: &str = "EBBMALLOC_THREAD_CACHE_BYTES";
 const BACKGROUND_THREAD: &str = "EBBMALLOC_BACKGROUND_THREAD";
+const PROF: &str = "EBBMALLOC_PROF";
+const PROF_SAMPLE: &str = "EBBMALLOC_PROF_SAMPLE";
 
 /// Set in the environment of a re-executed run: its settings must now be in force.
 const REEXEC_MARK: &str = "EBBMALLOC_STRESS_REEXEC";
 
-pub static MODES: [Mode; 7] = [
+pub static MODES: [Mode; 8] = [
     Mode {
         name: "default",
         about: "the soak at ebbmalloc's default settings",
@@ -159,6 +167,35 @@ pub static MODES: [Mode; 7] = [
         lifecycle: false,
         sleepers: true,
     },
+    Mode {
+        name: "profiling",
+        about: "the soak, large and lifecycle with the heap profiler sampling every 4 KiB \
+                on average (sampled blocks freed and moved by other threads, in forked \
+                children and after their threads exit), switched off and on, its profile \
+                read and checked every 500 ms, with decay 0 and a 1 ms trim interval (freed \
+                sampled slots give their pages back)",
+        settings: &[
+            Setting {
+                env: PROF,
+                value: 1,
+            },
+            Setting {
+                env: PROF_SAMPLE,
+                value: 4096,
+            },
+            Setting {
+                env: DECAY_MS,
+                value: 0,
+            },
+            Setting {
+                env: TRIM_INTERVAL_MS,
+                value: 1,
+            },
+        ],
+        large: true,
+        lifecycle: true,
+        sleepers: false,
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Mode> {
@@ -174,6 +211,8 @@ fn in_force(env: &str, settings: &Settings) -> Option<u64> {
         RETAINED_ARENAS => settings.retained_arenas.into(),
         THREAD_CACHE_BYTES => settings.thread_cache_bytes as u64,
         BACKGROUND_THREAD => settings.background_thread.into(),
+        PROF => settings.prof.into(),
+        PROF_SAMPLE => settings.prof_sample_bytes as u64,
         _ => return None,
     })
 }

@@ -9,6 +9,7 @@
 //! |--------------|---------------------------------------------------------------|
 //! | `trim-hard`  | decay 0, trim interval 1 ms, no retained arena: the background thread releases every free page, empty arena and cached mapping at once, beside the streams |
 //! | `no-cache`   | as `trim-hard`, thread-cache budget 0 (every block goes through the central lists), no background thread (the slow paths run the passes), `MADV_FREE` purging |
+//! | `profiling`  | as `trim-hard`, the heap profiler on with a mean interval of 1 KiB: most blocks of a run are sampled ones (their own address range, their own `realloc` and `free`, their slots' pages released by the trimmer) |
 
 use ebbmalloc::{c_abi, Purge, Settings};
 
@@ -36,8 +37,16 @@ const NO_CACHE: &[(&str, &str)] = &[
     ("EBBMALLOC_PURGE", "free"),
 ];
 
+const PROFILING: &[(&str, &str)] = &[
+    ("EBBMALLOC_DECAY_MS", "0"),
+    ("EBBMALLOC_TRIM_INTERVAL_MS", "1"),
+    ("EBBMALLOC_RETAINED_ARENAS", "0"),
+    ("EBBMALLOC_PROF", "1"),
+    ("EBBMALLOC_PROF_SAMPLE", "1024"),
+];
+
 /// The modes, as `.ci/run` runs each fuzz target under them too.
-pub const SETTINGS_MODES: [SettingsMode; 2] = [
+pub const SETTINGS_MODES: [SettingsMode; 3] = [
     SettingsMode {
         name: "trim-hard",
         env: TRIM_HARD,
@@ -45,6 +54,10 @@ pub const SETTINGS_MODES: [SettingsMode; 2] = [
     SettingsMode {
         name: "no-cache",
         env: NO_CACHE,
+    },
+    SettingsMode {
+        name: "profiling",
+        env: PROFILING,
     },
 ];
 
@@ -65,6 +78,8 @@ impl SettingsMode {
                     "EBBMALLOC_RETAINED_ARENAS" => now.retained_arenas.to_string(),
                     "EBBMALLOC_THREAD_CACHE_BYTES" => now.thread_cache_bytes.to_string(),
                     "EBBMALLOC_BACKGROUND_THREAD" => (now.background_thread as u8).to_string(),
+                    "EBBMALLOC_PROF" => (now.prof as u8).to_string(),
+                    "EBBMALLOC_PROF_SAMPLE" => now.prof_sample_bytes.to_string(),
                     "EBBMALLOC_PURGE" => match now.purge {
                         Purge::DontNeed => "dontneed".to_owned(),
                         Purge::Free => "free".to_owned(),
