@@ -380,8 +380,9 @@ impl CentralLists {
             if block.is_null() {
                 break;
             }
-            // SAFETY: the class lock guards the pool; `pool_of` checks the block is one of
-            // this class's carved blocks and aborts otherwise.
+            // SAFETY: the class lock guards the pool; `pool_of` checks the block lies in a
+            // pool of this class at a multiple of the granule, and `put` that it starts an
+            // out block of it, and abort otherwise.
             unsafe {
                 let pool = arena::pool_of(block as *mut u8, class);
                 (*pool).put(block);

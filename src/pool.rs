@@ -341,20 +341,27 @@ impl Pool {
     /// Takes one block back: it clears its out bit, and goes on the free list if it lies below
     /// `sweep` (at or above, the sweep finds it by its clear bit).
     ///
+    /// Default builds: `block` may be any multiple of the granule in the pool's pages (see
+    /// `arena::pool_of`); its bit is set only if it starts a carved block that is out, so a
+    /// clear bit is a double free or, off a block start, an invalid free, told apart on the
+    /// way to the abort.
+    ///
     /// # Safety
-    /// The caller holds the central lock of the pool's class and `block` is an out block
-    /// of this pool.
+    /// The caller holds the central lock of the pool's class, and `block` is an out block
+    /// of this pool (hardened builds) or a multiple of the granule in its pages (default
+    /// builds).
     #[inline]
     pub(crate) unsafe fn put(&mut self, block: *mut Block) {
-        // SAFETY: the block is a block of this pool (caller) and the class lock guards its
+        // SAFETY: the block lies in this pool's pages (caller) and the class lock guards its
         // out bit; once that shows it out (default) or not live (hardened), it is ours
         // again and its first word the link.
         unsafe {
             #[cfg(not(feature = "hardened"))]
-            let misused = !OutBit::of(block as *mut u8).clear();
+            if !OutBit::of(block as *mut u8).clear() {
+                self.not_out(block);
+            }
             #[cfg(feature = "hardened")]
-            let misused = OutBit::of(block as *mut u8).is_set();
-            if misused {
+            if OutBit::of(block as *mut u8).is_set() {
                 fatal(PUT_MISUSE, block as usize);
             }
         }
@@ -366,6 +373,18 @@ impl Pool {
             self.free = block;
             self.listed += 1;
         }
+    }
+
+    /// Aborts for `block`, coming back with its out bit clear: a double free if it starts a
+    /// carved block, an invalid free otherwise.
+    #[cfg(not(feature = "hardened"))]
+    #[cold]
+    #[inline(never)]
+    fn not_out(&self, block: *mut Block) -> ! {
+        if self.is_carved_block(block as usize, self.start()) {
+            fatal(PUT_MISUSE, block as usize);
+        }
+        fatal("invalid free of", block as usize);
     }
 
     /// Whether `address` is the start of a block of this pool that was carved (handed out

@@ -117,6 +117,18 @@ const CASES: &[Case] = &[
         sizes: ONE_SIZE,
     },
     Case {
+        name: "dealloc_interior_pointer",
+        signal: libc::SIGABRT,
+        run: dealloc_interior_pointer,
+        sizes: ONE_SIZE,
+    },
+    Case {
+        name: "dealloc_unaligned_interior_pointer",
+        signal: libc::SIGABRT,
+        run: dealloc_unaligned_interior_pointer,
+        sizes: ONE_SIZE,
+    },
+    Case {
         name: "realloc_freed_large_c_abi",
         signal: libc::SIGABRT,
         run: realloc_freed_large_c_abi,
@@ -463,6 +475,30 @@ fn dealloc_foreign_pointer_as_large() {
     // SAFETY: none: not a block of ours; this is the misuse.
     unsafe { GLOBAL.dealloc(p, layout(1 << 20)) };
     std::hint::black_box(&on_stack);
+}
+
+/// A Rust `dealloc` of an address inside a live block, at a multiple of the granule: not a
+/// block start, so its out bit is clear when it comes back to the pool, which must say
+/// "invalid free", not "double free".
+fn dealloc_interior_pointer() {
+    dealloc_inside_a_block(64);
+}
+
+/// As [`dealloc_interior_pointer`], off the granule.
+fn dealloc_unaligned_interior_pointer() {
+    dealloc_inside_a_block(3);
+}
+
+fn dealloc_inside_a_block(offset: usize) {
+    // SAFETY: a valid layout; freeing an address inside the block is the misuse under test.
+    unsafe {
+        let p = GLOBAL.alloc(layout(ODD_SIZE));
+        let inside = p.add(offset);
+        expect("invalid free of", inside as usize);
+        GLOBAL.dealloc(inside, layout(ODD_SIZE));
+    }
+    flush_to_pools();
+    misuse_went_unnoticed();
 }
 
 fn dealloc_with_wrong_layout() {
