@@ -122,6 +122,10 @@ const CASES: &[Case] = &[
         run: dealloc_interior_pointer,
         sizes: ONE_SIZE,
     },
+    // Debug builds stop this misuse before us: Rust's check of pointer alignment, compiled
+    // into every dereference, aborts on the mark's read in `free` ("misaligned pointer
+    // dereference"), which is also an abort.
+    #[cfg(not(debug_assertions))]
     Case {
         name: "dealloc_unaligned_interior_pointer",
         signal: libc::SIGABRT,
@@ -484,7 +488,8 @@ fn dealloc_interior_pointer() {
     dealloc_inside_a_block(64);
 }
 
-/// As [`dealloc_interior_pointer`], off the granule.
+/// As [`dealloc_interior_pointer`], off the granule (release builds, see its case).
+#[cfg(not(debug_assertions))]
 fn dealloc_unaligned_interior_pointer() {
     dealloc_inside_a_block(3);
 }
