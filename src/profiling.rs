@@ -23,7 +23,12 @@
 //! [`MAX_DEPTH`] frames) in a table of deduplicated stacks with, per stack, counts and
 //! bytes allocated and live, sampled and estimated. The table lives in memory mapped for
 //! it, behind one lock of its own, a leaf: nothing else is locked while it is held, and
-//! nothing is allocated (the unwinder runs before the lock is taken).
+//! nothing is allocated (the unwinder runs before the lock is taken). Every sample and
+//! every free of a sampled block takes it, from any thread, so it is held for table work
+//! only: the stack's hash and the sample's weight are worked out before it is taken, and
+//! no system call is made under it on those paths (with more threads than CPUs, a holder
+//! that sleeps in the kernel or is preempted there stalls every sampling thread; see
+//! [`free_small`]).
 //!
 //! # Re-entry
 //!
@@ -46,12 +51,21 @@
 //!   operand. C's `free` finds no arena there in the chunk map and comes here by its slow
 //!   path, at no cost to its fast path. A freed slot keeps its pages for the next sample
 //!   (freed slots are reused first) while the freed slots' resident pages stay within
-//!   4 MiB, and gives them all back otherwise;
+//!   4 MiB; beyond, it keeps its first page if that fits, and gives the rest back, with
+//!   the lock released, before it goes on a free list. Freed slots that keep more than a
+//!   page are on a list of their own, taken first by samples of blocks of more than a page
+//!   and last by the others, so that pages kept serve blocks that need them: when one
+//!   list held both, small samples took slots that big blocks had filled, and the freed
+//!   slots' pages went over the budget at once, so that (larson with 8 threads) nearly
+//!   every free of a sampled block gave pages back, a system call under the lock;
 //! - a sampled **large** block is an ordinary large mapping whose header carries the
 //!   index of its record (`large::sample_record`), read when a large block is freed.
 //!
 //! Invariants (under the lock): a slot's record is live iff the slot holds a live sampled
-//! block, and then it is in no free list; `live_samples` of a stack is the number of live
+//! block, and then it is in no free list; a freed slot is on the free list of what it
+//! keeps (more than a page or not), except while the thread that freed it gives its extra
+//! pages back (the slot's `resident_pages` and `free_resident_pages` count only the pages
+//! it keeps from the moment it was freed); `live_samples` of a stack is the number of live
 //! records naming it; the estimates are the sums of the live records' weights.
 //! `realloc` of a sampled small block always moves it (the new block is an allocation
 //! like any other, sampled or not), and that of a large block, sampled or not, ends its
@@ -61,7 +75,9 @@
 //! # Fork and thread exit
 //!
 //! The lock is taken before `fork` and reset in the child (`lifecycle.rs`); the child
-//! keeps the table, whose live records are its blocks too. A thread that exits leaves its
+//! keeps the table, whose live records are its blocks too. A slot whose pages a thread of
+//! the parent was giving back at the fork is on no list in the child: lost to it (one of
+//! 8192, and its page counted as kept). A thread that exits leaves its
 //! samples in the table: its blocks stay live until somebody frees them.
 
 use crate::config::{self, Setting};
@@ -373,13 +389,19 @@ struct Tables {
     /// Records `0..SLOTS` are the slots of the range, in address order; the rest are for
     /// large blocks.
     records: [Record; RECORDS],
-    /// Freed slots, to reuse first (a stack of indices).
+    /// Freed slots that keep at most one resident page, to reuse first (a stack of
+    /// indices).
     free_slots: [u32; SLOTS],
     free_slot_count: usize,
+    /// Freed slots that keep more than one page, which a sample of a block of more than
+    /// a page takes first (and a smaller one last), so that the pages kept serve the
+    /// blocks that need them.
+    free_wide_slots: [u32; SLOTS],
+    free_wide_slot_count: usize,
     /// Per slot, the pages that may be resident (written by a block).
     resident_pages: [u8; SLOTS],
-    /// The sum of `resident_pages` over the free slots: at most
-    /// [`FREE_RESIDENT_PAGES_BUDGET`].
+    /// The sum of `resident_pages` over the free slots (those of the free lists and those
+    /// whose extra pages are being given back): at most [`FREE_RESIDENT_PAGES_BUDGET`].
     free_resident_pages: usize,
     /// When a freed slot last kept its pages (`os::now_ms`).
     last_kept_ms: u32,
@@ -460,26 +482,23 @@ impl State {
         }
     }
 
-    /// Records a sample of `size` bytes at `frames`; returns the record's index, or `None`
-    /// (counted as dropped) when a table is full. `take_record` picks the record.
+    /// Records `sample`; returns the record's index, or `None` (counted as dropped) when a
+    /// table is full. `take_record` picks the record.
     fn record(
         &mut self,
-        frames: &[usize],
-        size: usize,
-        usable: usize,
+        sample: &Sample<'_>,
         take_record: impl FnOnce(&mut Tables) -> Option<usize>,
     ) -> Option<usize> {
-        let weight = weight_of(size, config::get(Setting::ProfSampleBytes));
         let recorded = self.tables().and_then(|tables| {
-            let stack = intern(tables, frames)?;
+            let stack = intern(tables, sample.frames, sample.hash)?;
             let index = take_record(tables)?;
             tables.records[index] = Record {
                 stack: stack as u32 + 1,
-                size,
-                usable,
-                weight,
+                size: sample.size,
+                usable: sample.usable,
+                weight: sample.weight,
             };
-            tables.stacks[stack].counts.add(size, weight);
+            tables.stacks[stack].counts.add(sample.size, sample.weight);
             Some(index)
         });
         if recorded.is_none() {
@@ -528,12 +547,82 @@ impl State {
     }
 }
 
-/// The index of `frames` in the stack table, inserted if new; `None` when the table is
-/// full.
-fn intern(tables: &mut Tables, frames: &[usize]) -> Option<usize> {
-    let hash = frames.iter().fold(frames.len() as u64, |hash, &frame| {
-        os::mix(hash ^ frame as u64)
-    }) | 1;
+impl Tables {
+    /// A freed slot for a block of `pages` pages, one that keeps more than a page first if
+    /// `pages > 1`, one that keeps at most a page first otherwise; `None` when none is free.
+    fn take_free_slot(&mut self, pages: usize) -> Option<usize> {
+        let wide = if pages > 1 {
+            self.free_wide_slot_count > 0
+        } else {
+            self.free_slot_count == 0
+        };
+        let (slots, count) = if wide {
+            (&self.free_wide_slots, &mut self.free_wide_slot_count)
+        } else {
+            (&self.free_slots, &mut self.free_slot_count)
+        };
+        *count = count.checked_sub(1)?;
+        let slot = slots[*count] as usize;
+        self.free_resident_pages -= usize::from(self.resident_pages[slot]);
+        Some(slot)
+    }
+
+    /// Puts the freed slot `slot` on the free list of what it keeps (its pages already
+    /// counted in `free_resident_pages`); if it keeps some, notes when (for
+    /// [`release_idle_slots`]) and returns true.
+    fn push_free_slot(&mut self, slot: usize) -> bool {
+        let keeps = self.resident_pages[slot] > 0;
+        if keeps {
+            self.last_kept_ms = os::now_ms();
+            SLOTS_KEEP_PAGES.store(true, Ordering::Relaxed);
+        }
+        if self.resident_pages[slot] > 1 {
+            self.free_wide_slots[self.free_wide_slot_count] = slot as u32;
+            self.free_wide_slot_count += 1;
+        } else {
+            self.free_slots[self.free_slot_count] = slot as u32;
+            self.free_slot_count += 1;
+        }
+        keeps
+    }
+}
+
+/// Pages of a slot that a block of `usable` bytes may touch.
+fn pages_touched(usable: usize) -> usize {
+    usable.div_ceil(PAGE_SIZE).min(SLOT_BYTES / PAGE_SIZE)
+}
+
+/// A sample to record, with what can be worked out before the lock is taken (the lock is
+/// held as briefly as possible: every sample and every free of a sampled block takes it).
+struct Sample<'a> {
+    /// The call stack, innermost frame first.
+    frames: &'a [usize],
+    /// The stack's hash, for the table.
+    hash: u64,
+    /// Bytes requested and usable.
+    size: usize,
+    usable: usize,
+    /// `1 / p` (see [`weight_of`]).
+    weight: f64,
+}
+
+impl<'a> Sample<'a> {
+    fn new(frames: &'a [usize], size: usize, usable: usize) -> Sample<'a> {
+        Sample {
+            frames,
+            hash: frames.iter().fold(frames.len() as u64, |hash, &frame| {
+                os::mix(hash ^ frame as u64)
+            }) | 1,
+            size,
+            usable,
+            weight: weight_of(size, config::get(Setting::ProfSampleBytes)),
+        }
+    }
+}
+
+/// The index of `frames` (of hash `hash`) in the stack table, inserted if new; `None` when
+/// the table is full.
+fn intern(tables: &mut Tables, frames: &[usize], hash: u64) -> Option<usize> {
     let mut index = hash as usize & (STACKS - 1);
     loop {
         let entry = &mut tables.stacks[index];
@@ -629,16 +718,14 @@ pub(crate) fn alloc_small(size: usize, usable: usize) -> *mut u8 {
     }
     let mut frames = [0; MAX_DEPTH];
     let depth = capture(&mut frames);
+    let sample = Sample::new(&frames[..depth], size, usable);
     let mut state = STATE.lock();
     if !state.region_reserved() {
         state.dropped += 1;
         return ptr::null_mut();
     }
-    let slot = state.record(&frames[..depth], size, usable, |tables| {
-        if tables.free_slot_count > 0 {
-            tables.free_slot_count -= 1;
-            let slot = tables.free_slots[tables.free_slot_count] as usize;
-            tables.free_resident_pages -= usize::from(tables.resident_pages[slot]);
+    let slot = state.record(&sample, |tables| {
+        if let Some(slot) = tables.take_free_slot(pages_touched(usable)) {
             Some(slot)
         } else if tables.fresh_slot < SLOTS {
             tables.fresh_slot += 1;
@@ -695,7 +782,8 @@ pub(crate) unsafe fn count_resized_large(block: *mut u8, size: usize) {
 unsafe fn record_large(block: *mut u8, stack: &[usize], size: usize) {
     // SAFETY: the caller's promise.
     let usable = unsafe { large::usable_size(block) };
-    let record = STATE.lock().record(stack, size, usable, |tables| {
+    let sample = Sample::new(stack, size, usable);
+    let record = STATE.lock().record(&sample, |tables| {
         if tables.free_large_count > 0 {
             tables.free_large_count -= 1;
             Some(tables.free_large[tables.free_large_count] as usize)
@@ -741,6 +829,13 @@ pub(crate) fn small_block_state(block: *mut u8) -> Option<usize> {
 /// Frees `block` if it lies in the range of sampled small blocks (aborting on a double
 /// or invalid free there); false when it does not, and the caller frees it as usual.
 ///
+/// The slot keeps its pages for the next sample while the freed slots' pages stay within
+/// [`FREE_RESIDENT_PAGES_BUDGET`]; beyond, it keeps its first page if that fits, else none,
+/// and gives the rest back with the lock released (a system call that, in a process with
+/// threads on other CPUs, interrupts them all to flush their TLBs: made under the lock, it
+/// held up every sample and every free of a sampled block behind it). Only then does the
+/// slot go on a free list, so no sample gets it before its pages are given back.
+///
 /// # Safety
 /// `block` is a block of ours that the caller gives up.
 pub(crate) unsafe fn free_small(block: *mut u8) -> bool {
@@ -749,52 +844,68 @@ pub(crate) unsafe fn free_small(block: *mut u8) -> bool {
     }
     let offset = block as usize - REGION_START;
     let slot = offset >> SLOT_SHIFT;
-    let mut state = STATE.lock();
-    let live = offset & (SLOT_BYTES - 1) == 0
-        && state.region == Region::Reserved
-        && state
-            .tables()
-            .is_some_and(|tables| tables.records[slot].stack != 0);
-    if !live {
-        drop(state);
-        fatal("double free or invalid free of", block as usize);
-    }
-    let record = state.forget(slot);
-    let Some(tables) = state.tables() else {
-        return true;
+    let (kept, resident, keeps) = {
+        let mut state = STATE.lock();
+        let live = offset & (SLOT_BYTES - 1) == 0
+            && state.region == Region::Reserved
+            && state
+                .tables()
+                .is_some_and(|tables| tables.records[slot].stack != 0);
+        if !live {
+            drop(state);
+            fatal("double free or invalid free of", block as usize);
+        }
+        let record = state.forget(slot);
+        let Some(tables) = state.tables() else {
+            return true;
+        };
+        // The slot's pages that may be resident: what this block could touch, or more if
+        // an earlier one touched more.
+        let resident = usize::from(tables.resident_pages[slot]).max(pages_touched(record.usable));
+        let kept = if tables.free_resident_pages + resident <= FREE_RESIDENT_PAGES_BUDGET {
+            resident
+        } else if tables.free_resident_pages < FREE_RESIDENT_PAGES_BUDGET {
+            resident.min(1)
+        } else {
+            0
+        };
+        tables.resident_pages[slot] = kept as u8;
+        tables.free_resident_pages += kept;
+        // Kept whole for the next sample, a program that allocates and frees at a steady
+        // rate makes no system call and takes no page fault for its samples.
+        let keeps = kept == resident && tables.push_free_slot(slot);
+        (kept, resident, keeps)
     };
-    // The slot's pages that may be resident: what this block could touch, or more if an
-    // earlier one touched more.
-    let touched = record
-        .usable
-        .div_ceil(PAGE_SIZE)
-        .min(SLOT_BYTES / PAGE_SIZE);
-    let resident = usize::from(tables.resident_pages[slot]).max(touched);
-    if tables.free_resident_pages + resident <= FREE_RESIDENT_PAGES_BUDGET {
-        // Kept for the next sample, which takes the freed slot first: a program that
-        // allocates and frees at a steady rate makes no system call and takes no page
-        // fault for its samples.
-        tables.resident_pages[slot] = resident as u8;
-        tables.free_resident_pages += resident;
-        tables.last_kept_ms = os::now_ms();
-        SLOTS_KEEP_PAGES.store(true, Ordering::Relaxed);
+    if keeps {
         // A background trimmer asleep for want of free memory comes back for them.
         MEMORY_FREED.notify();
-    } else {
-        tables.resident_pages[slot] = 0;
-        // SAFETY: the slot's pages are ours and their contents dead; the slot is not
-        // reused before the lock is released.
-        unsafe { os::release_pages(block, resident * PAGE_SIZE, os::Purge::DontNeed) };
     }
-    tables.free_slots[tables.free_slot_count] = slot as u32;
-    tables.free_slot_count += 1;
+    if kept < resident {
+        // SAFETY: the slot's pages past the first `kept` are ours and their contents dead;
+        // the slot is on no free list (nor live), so nobody uses it until we put it on one.
+        unsafe {
+            os::release_pages(
+                block.add(kept * PAGE_SIZE),
+                (resident - kept) * PAGE_SIZE,
+                os::Purge::DontNeed,
+            )
+        };
+        let keeps = STATE
+            .lock()
+            .tables()
+            .is_some_and(|tables| tables.push_free_slot(slot));
+        if keeps {
+            MEMORY_FREED.notify();
+        }
+    }
     true
 }
 
 /// The trimming pass's step for us (`trim::UpperRelease`), at `now` (`os::now_ms`): gives
-/// back every page that freed sampled slots keep, once no slot kept its pages for
-/// `decay_ms` (all at once: the next samples fault theirs in again, a page or a few each).
-/// Returns the bytes released and whether pages are still kept (to come back for).
+/// back every page that the freed sampled slots of the free lists keep, once no slot kept
+/// its pages for `decay_ms` (all at once: the next samples fault theirs in again, a page or
+/// a few each). Returns the bytes released and whether pages are still kept (never: a slot
+/// that a free puts on a list later, after giving some of its pages back, is noted then).
 fn release_idle_slots(now: u32, decay_ms: u32) -> (usize, bool) {
     if !SLOTS_KEEP_PAGES.load(Ordering::Relaxed) {
         return (0, false);
@@ -807,8 +918,11 @@ fn release_idle_slots(now: u32, decay_ms: u32) -> (usize, bool) {
     if (now.wrapping_sub(tables.last_kept_ms) as i32) < decay_ms as i32 {
         return (0, true);
     }
-    let mut released = 0;
-    for &slot in &tables.free_slots[..tables.free_slot_count] {
+    let mut released_pages = 0;
+    let free = tables.free_slots[..tables.free_slot_count]
+        .iter()
+        .chain(&tables.free_wide_slots[..tables.free_wide_slot_count]);
+    for &slot in free {
         let pages = usize::from(core::mem::take(&mut tables.resident_pages[slot as usize]));
         if pages > 0 {
             // SAFETY: a free slot's pages are ours and hold no live block; the slot is not
@@ -820,12 +934,18 @@ fn release_idle_slots(now: u32, decay_ms: u32) -> (usize, bool) {
                     os::Purge::DontNeed,
                 )
             };
-            released += pages * PAGE_SIZE;
+            released_pages += pages;
         }
     }
-    tables.free_resident_pages = 0;
+    // The wide slots keep nothing now: they join the others.
+    while tables.free_wide_slot_count > 0 {
+        tables.free_wide_slot_count -= 1;
+        let slot = tables.free_wide_slots[tables.free_wide_slot_count] as usize;
+        tables.push_free_slot(slot);
+    }
+    tables.free_resident_pages -= released_pages;
     SLOTS_KEEP_PAGES.store(false, Ordering::Relaxed);
-    (released, false)
+    (released_pages * PAGE_SIZE, false)
 }
 
 /// Ends the record of the live large block `block` if it was sampled (before it is freed,

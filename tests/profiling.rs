@@ -250,7 +250,10 @@ fn sampled_blocks_behave_and_leave_the_live_profile() {
         "freed sampled slots keep {after_burst} KiB resident (of {burst_rss})"
     );
     // What they keep goes back after the decay time, without a call (the background
-    // trimmer's pass; the default decay is 300 ms).
+    // trimmer's pass; the default decay is 300 ms), once no sample is taken: sampling off
+    // meanwhile, as the reads of smaps would be sampled at this interval, and their frees
+    // keep slots' pages (a steady sampler keeps them, within the budget).
+    profiling::set_active(false);
     let start = std::time::Instant::now();
     while sampled_range_rss_kib() > 256 && start.elapsed().as_secs() < 5 {
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -260,6 +263,7 @@ fn sampled_blocks_behave_and_leave_the_live_profile() {
         idle <= 256,
         "freed sampled slots still keep {idle} KiB after 5 s"
     );
+    profiling::set_active(true);
     set_interval(16 << 10);
 
     // The C library's dump: gperftools' heap_v2 text, which pprof reads.
