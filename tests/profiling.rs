@@ -187,13 +187,7 @@ fn sampled_blocks_behave_and_leave_the_live_profile() {
     unsafe { unsampled.write_bytes(0x5a, 1 << 20) };
     profiling::set_active(true);
     let (_, before_growth) = live_totals();
-    // SAFETY: a live block of this layout.
-    let grown = unsafe { realloc(unsampled, large, 8 << 20) };
-    assert!(!grown.is_null());
-    // SAFETY: the block holds at least the old megabyte.
-    assert!(unsafe { std::slice::from_raw_parts(grown, 1 << 20) }
-        .iter()
-        .all(|&b| b == 0x5a));
+    let grown = grow_keeping_first_megabyte(unsampled, large, 8 << 20);
     let (_, after_growth) = live_totals();
     assert!(
         after_growth - before_growth > (7 << 20) as f64,
@@ -202,13 +196,7 @@ fn sampled_blocks_behave_and_leave_the_live_profile() {
     // Grown again while sampled: its old record ends, the new size is sampled (nearly
     // surely at this interval), nothing counted twice.
     let grown_layout = Layout::from_size_align(8 << 20, 8).unwrap();
-    // SAFETY: a live block of this layout.
-    let grown = unsafe { realloc(grown, grown_layout, 16 << 20) };
-    assert!(!grown.is_null());
-    // SAFETY: the block holds at least the old megabyte.
-    assert!(unsafe { std::slice::from_raw_parts(grown, 1 << 20) }
-        .iter()
-        .all(|&b| b == 0x5a));
+    let grown = grow_keeping_first_megabyte(grown, grown_layout, 16 << 20);
     let (_, after_regrowth) = live_totals();
     let added = after_regrowth - before_growth;
     assert!(
@@ -302,4 +290,17 @@ fn sampled_blocks_behave_and_leave_the_live_profile() {
         .iter()
         .all(|s| !s.frames.is_empty() && s.frames.len() <= profiling::MAX_DEPTH));
     assert_eq!(profile.dropped_samples, 0);
+}
+
+/// `realloc`s the live large block `block` (of `layout`, its first megabyte filled with
+/// 0x5a) to `new_size` bytes, and checks the new block kept that megabyte.
+fn grow_keeping_first_megabyte(block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+    // SAFETY: a live block of this layout (the caller's).
+    let grown = unsafe { realloc(block, layout, new_size) };
+    assert!(!grown.is_null());
+    // SAFETY: the block holds at least the old megabyte.
+    assert!(unsafe { std::slice::from_raw_parts(grown, 1 << 20) }
+        .iter()
+        .all(|&b| b == 0x5a));
+    grown
 }

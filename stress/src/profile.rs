@@ -32,7 +32,7 @@ impl ProfileReader {
     /// Reads and checks the profile, then switches sampling on, or off one time in four.
     pub fn step(&mut self) {
         let profile = profiling::snapshot();
-        let expected_active = self.reads % 4 != 3;
+        let expected_active = sampling_after(self.reads);
         if profile.active != expected_active {
             violation(
                 "profiler switch lost",
@@ -55,7 +55,7 @@ impl ProfileReader {
         }
         self.samples = samples;
         self.reads += 1;
-        profiling::set_active(self.reads % 4 != 3);
+        profiling::set_active(sampling_after(self.reads));
     }
 
     /// At the end, every block of the run freed: something was sampled, and what the
@@ -99,6 +99,11 @@ pub fn check_in_child() {
     if profiling::is_active() {
         check(&profiling::snapshot());
     }
+}
+
+/// Whether sampling is on after `reads` reads of the profile: off one read in four.
+fn sampling_after(reads: u64) -> bool {
+    reads % 4 != 3
 }
 
 fn total_samples(profile: &HeapProfile) -> u64 {
